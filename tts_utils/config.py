@@ -1,0 +1,198 @@
+"""Study parameters: one validated dataclass shared by the notebooks, the profiles and the CLI.
+
+The notebooks' ``parameters`` cells hold the cheap defaults as typed literals; ``params/*.yaml``
+profiles override them (papermill ``-f``, or ``python -m tts_utils.pipeline --profile``). Every
+check here fails with a one-line ``ConfigError`` before any engine starts. Used by every notebook.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tts_utils.hardware import Hardware, detect
+from tts_utils.models import MODELS
+
+
+class ConfigError(ValueError):
+    """A parameter or profile is wrong; the message is one line that says which and why."""
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """What a study runs. Field names are the notebooks' parameter names."""
+
+    study: str = "smoke"
+    model: str = "tiny"
+    budgets: tuple[int, ...] = (64, 128, 256)
+    dataset: str = "auto"
+    num_problems: int = 8
+    seed: int = 0
+    samples_per_problem: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    concurrency: int = 1
+    tp_sizes: tuple[int, ...] = (1, 2, 4)
+    skip_unavailable_tp: bool = True
+    spec_tokens: int = 5
+    spec_lookup_min: int = 1
+    spec_lookup_max: int = 4
+    dtype: str = "auto"
+    load_format: str = "auto"
+    max_model_len: int = 0
+    gpu_memory_utilization: float = 0.9
+    cpu_kv_cache_gib: float = 2.0
+    extra_engine_args: tuple[str, ...] = field(default_factory=tuple)
+    trust_remote_code: bool = False
+    startup_timeout_s: int = 900
+    grade_timeout_s: float = 10.0
+    dry_run: bool = False
+
+    @property
+    def model_keys(self) -> list[str]:
+        return [key.strip() for key in self.model.split(",") if key.strip()]
+
+    @property
+    def system_only(self) -> bool:
+        """Random weights (``load_format: dummy``): latency and cost only, accuracy meaningless."""
+        return self.load_format == "dummy"
+
+    @property
+    def max_budget(self) -> int:
+        return max(self.budgets)
+
+    @classmethod
+    def from_namespace(cls, namespace: Mapping[str, Any]) -> StudyConfig:
+        """Build from a notebook's variables (its parameters cell), reading known names only."""
+        known = {f.name for f in fields(cls)}
+        return cls.create(**{name: value for name, value in namespace.items() if name in known})
+
+    @classmethod
+    def create(cls, **values: Any) -> StudyConfig:
+        """Coerce and check types and ranges (not the hardware: see ``check_hardware``)."""
+        check_known_keys(values, source="parameters")
+        defaults = cls()
+        coerced = {name: _coerce(name, value, getattr(defaults, name)) for name, value in values.items()}
+        config = replace(defaults, **coerced)
+        config.check_values()
+        return config
+
+    def check_values(self) -> None:
+        if not self.study or any(c in self.study for c in "/\\ ") or self.study.startswith("."):
+            raise ConfigError(f"study must be a plain folder name, got {self.study!r}")
+        if not self.model_keys:
+            raise ConfigError("model is empty; give one or more registry keys, e.g. '1.5b,7b'")
+        for key in self.model_keys:
+            if key not in MODELS:
+                hint = difflib.get_close_matches(key, MODELS, n=1)
+                raise ConfigError(
+                    f"unknown model {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                    + f"; known: {', '.join(MODELS)}"
+                )
+        if not self.budgets:
+            raise ConfigError("budgets is empty; give output-token budgets such as [1024, 4096]")
+        for name in ("num_problems", "samples_per_problem", "concurrency", "spec_tokens",
+                     "spec_lookup_min", "spec_lookup_max", "startup_timeout_s"):
+            value = getattr(self, name)
+            if value <= 0 and not (name == "num_problems" and value == 0):
+                raise ConfigError(f"{name} must be a positive integer, got {value}")
+        if self.spec_lookup_min > self.spec_lookup_max:
+            raise ConfigError("spec_lookup_min must not exceed spec_lookup_max")
+        for size in self.tp_sizes:
+            if size <= 0 or size & (size - 1):
+                raise ConfigError(f"tp_sizes must be powers of two, got {size}")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ConfigError(f"temperature must be in [0, 2], got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.load_format not in {"auto", "dummy", "safetensors", "pt"}:
+            raise ConfigError(f"load_format must be auto, dummy, safetensors or pt, got {self.load_format!r}")
+        if self.max_model_len < 0 or self.grade_timeout_s <= 0:
+            raise ConfigError("max_model_len must be >= 0 (0 = fit prompt + largest budget), grade_timeout_s > 0")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0 or self.cpu_kv_cache_gib <= 0:
+            raise ConfigError("gpu_memory_utilization must be in (0, 1] and cpu_kv_cache_gib > 0")
+
+    def usable_tp_sizes(self, hardware: Hardware | None = None) -> tuple[list[int], list[str]]:
+        """TP sizes this machine can host, and a reason for each one skipped.
+
+        A size above the machine's devices is skipped with a reason when ``skip_unavailable_tp``
+        is on (the paper profile lists 1, 2, 4 for any machine), otherwise it is an error.
+        """
+        hardware = hardware or detect()
+        usable, skipped = [], []
+        for size in sorted(set(self.tp_sizes)):
+            if size <= hardware.max_tensor_parallel:
+                usable.append(size)
+                continue
+            unit = "GPUs" if hardware.gpu_count else "usable CPU cores (no GPU)"
+            reason = f"TP={size} needs {size} devices; this machine has {hardware.max_tensor_parallel} {unit}"
+            if not self.skip_unavailable_tp:
+                raise ConfigError(reason)
+            skipped.append(reason)
+        if not usable:
+            raise ConfigError(f"no requested TP size fits this machine: {'; '.join(skipped)}")
+        return usable, skipped
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """Check one value against its default's type; lists become tuples."""
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            value = [part for part in value.replace(",", " ").split() if part]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        inner = int if name in {"budgets", "tp_sizes"} else str
+        items = []
+        for item in value:
+            if inner is int:
+                if isinstance(item, bool) or not isinstance(item, (int, str)) or not str(item).lstrip("-").isdigit():
+                    raise ConfigError(f"{name} must hold integers, got {item!r}")
+                item = int(item)
+                if name == "budgets" and item <= 0:
+                    raise ConfigError(f"budgets must be positive integers, got {item}")
+            items.append(inner(item))
+        return tuple(items)
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(f"{name} must be {_TYPE_NAMES[expected]}, got {value!r}")
+    return value
+
+
+def check_known_keys(values: Mapping[str, Any], source: str) -> None:
+    """An unknown or misspelled key is an error, with the closest known name."""
+    known = [f.name for f in fields(StudyConfig)]
+    for key in values:
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            raise ConfigError(
+                f"unknown parameter {key!r} in {source}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            )
+
+
+def read_profile(path: Path) -> dict[str, Any]:
+    """Read and check one YAML profile: a mapping of parameter names to values."""
+    if not path.exists():
+        raise ConfigError(f"profile not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"malformed YAML in {path}{where}: {getattr(error, 'problem', error)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"profile {path} must be a mapping of parameter names to values")
+    check_known_keys(data, source=str(path))
+    StudyConfig.create(**data)  # values checked now, not when a notebook reaches them
+    return data

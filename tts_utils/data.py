@@ -1,0 +1,143 @@
+"""MATH500 problems: from the Hugging Face hub, a local file, or the kit's built-in set.
+
+``dataset`` parameter values: ``hub`` (``HuggingFaceH4/MATH-500``, split ``test``), a path to a
+``.jsonl``/``.parquet`` file with the same fields, ``builtin`` (24 problems written for the kit,
+same schema, for offline smoke runs), or ``auto`` (hub, else builtin, said loudly). Used by
+00_setup (reachability check) and the sweeps of 01-03.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from tts_utils.config import ConfigError
+from tts_utils.paths import BUILTIN_PROBLEMS_FILE
+
+HUB_DATASET = "HuggingFaceH4/MATH-500"
+REQUIRED_FIELDS = ("problem", "answer", "unique_id")
+
+
+@dataclass(frozen=True)
+class Problem:
+    unique_id: str
+    problem: str
+    answer: str
+    subject: str = ""
+    level: int = 0
+
+
+@dataclass(frozen=True)
+class ProblemSet:
+    """The problems a run uses, and where they came from."""
+
+    problems: tuple[Problem, ...]
+    source: str
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of ids, texts and answers: part of every run's identity."""
+        digest = hashlib.sha256()
+        for p in self.problems:
+            digest.update(json.dumps([p.unique_id, p.problem, p.answer]).encode())
+        return digest.hexdigest()[:16]
+
+
+def _records_from_file(path: Path) -> list[dict]:
+    if not path.exists():
+        raise ConfigError(f"dataset file not found: {path}")
+    if path.suffix == ".parquet":
+        import pandas as pd
+
+        return pd.read_parquet(path).to_dict("records")
+    if path.suffix != ".jsonl":
+        raise ConfigError(f"dataset file must be .jsonl or .parquet, got {path}")
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise ConfigError(f"dataset file {path} line {number} is not JSON: {error.msg}") from None
+    return records
+
+
+def _records_from_hub() -> list[dict]:
+    from datasets import load_dataset
+
+    return list(load_dataset(HUB_DATASET, split="test"))
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Quick check before ``datasets`` spends ~25 s retrying an unreachable hub."""
+    if any(os.environ.get(name, "").lower() in {"1", "true", "yes"}
+           for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
+
+
+def _to_problems(records: list[dict], source: str) -> list[Problem]:
+    if not records:
+        raise ConfigError(f"dataset {source} has no records")
+    missing = [name for name in REQUIRED_FIELDS if name not in records[0]]
+    if missing:
+        raise ConfigError(f"dataset {source} lacks fields: {', '.join(missing)}")
+    problems = []
+    for index, record in enumerate(records):
+        absent = [name for name in REQUIRED_FIELDS if record.get(name) in (None, "")]
+        if absent:
+            raise ConfigError(f"dataset {source} record {index} lacks fields: {', '.join(absent)}")
+        problems.append(Problem(str(record["unique_id"]), str(record["problem"]), str(record["answer"]),
+                                str(record.get("subject", "")), int(record.get("level", 0) or 0)))
+    return problems
+
+
+def resolve_source(dataset: str) -> str:
+    """Which source ``dataset`` means on this machine (``auto``: the hub if reachable, else builtin)."""
+    if dataset != "auto":
+        return dataset
+    return "hub" if hub_reachable() else "builtin"
+
+
+def load_problems(dataset: str, num_problems: int, seed: int) -> ProblemSet:
+    """Load, check and subset the problems.
+
+    ``num_problems`` 0 means all; otherwise a subset drawn with ``seed`` (same seed, same subset),
+    kept in dataset order.
+    """
+    source = resolve_source(dataset)
+    if source == "builtin":
+        if dataset == "auto":
+            print(f"!! {HUB_DATASET} is unreachable from here; using the kit's {BUILTIN_PROBLEMS_FILE.name} "
+                  "instead: accuracy on these is not MATH500 accuracy.")
+        problems = _to_problems(_records_from_file(BUILTIN_PROBLEMS_FILE), "builtin")
+    elif source == "hub":
+        try:
+            problems = _to_problems(_records_from_hub(), HUB_DATASET)
+        except Exception as error:
+            if dataset != "auto":
+                raise ConfigError(f"cannot load {HUB_DATASET} from the hub: {type(error).__name__}") from None
+            print(f"!! {HUB_DATASET} failed to load ({type(error).__name__}); using the kit's built-in "
+                  "problems instead: accuracy on them is not MATH500 accuracy.")
+            source = "builtin"
+            problems = _to_problems(_records_from_file(BUILTIN_PROBLEMS_FILE), "builtin")
+    else:
+        path = Path(source).expanduser().resolve()
+        problems = _to_problems(_records_from_file(path), str(path))
+        source = str(path)
+    if num_problems and num_problems < len(problems):
+        chosen = sorted(random.Random(seed).sample(range(len(problems)), num_problems))
+        problems = [problems[i] for i in chosen]
+    return ProblemSet(tuple(problems), source)

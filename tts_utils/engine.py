@@ -1,0 +1,266 @@
+"""Start and stop a vLLM OpenAI-compatible server for one configuration.
+
+``VLLMServer`` is a context manager: it starts the server (``python -m
+vllm.entrypoints.openai.api_server``, which works for both the GPU ``vllm`` package and the CPU
+build) without a shell, in its own process group, bound to 127.0.0.1 on a free port with a
+per-launch API key; waits for ``/health``; fails fast with the cause and the log tail if the
+process dies; and kills the whole group on exit, error or interrupt. Used by sweep.py (01-03).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from tts_utils.hardware import detect
+
+
+class EngineStartError(RuntimeError):
+    """The engine did not come up; the message's first line names the cause."""
+
+
+@dataclass(frozen=True)
+class SpeculativeConfig:
+    """n-gram (prompt lookup) speculation, the paper's setting by default."""
+
+    num_speculative_tokens: int = 5
+    prompt_lookup_min: int = 1
+    prompt_lookup_max: int = 4
+
+    def to_engine_json(self) -> str:
+        return json.dumps({"method": "ngram", **asdict(self)})
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything that changes how the engine serves, hence part of every run's identity."""
+
+    model_path: str
+    served_name: str
+    tensor_parallel_size: int = 1
+    dtype: str = "auto"
+    max_model_len: int = 4096
+    speculative: SpeculativeConfig | None = None
+    load_format: str = "auto"
+    seed: int = 0
+    trust_remote_code: bool = False
+    gpu_memory_utilization: float = 0.9
+    cpu_kv_cache_gib: float = 2.0
+    extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+    def command(self, port: int, api_key: str) -> list[str]:
+        """The argv that starts the server (no shell ever sees it)."""
+        argv = [
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", self.model_path, "--served-model-name", self.served_name,
+            "--host", "127.0.0.1", "--port", str(port), "--api-key", api_key,
+            "--tensor-parallel-size", str(self.tensor_parallel_size), "--dtype", self.dtype,
+            "--max-model-len", str(self.max_model_len), "--seed", str(self.seed),
+            "--load-format", self.load_format,
+            # Prefix-cache hits would count cached prompts as speed; the study measures cold prompts.
+            "--no-enable-prefix-caching",
+        ]
+        if detect().accelerator == "gpu":
+            argv += ["--gpu-memory-utilization", str(self.gpu_memory_utilization)]
+        if self.speculative is not None:
+            argv += ["--speculative-config", self.speculative.to_engine_json()]
+        if self.trust_remote_code:
+            argv.append("--trust-remote-code")
+        return argv + list(self.extra_args)
+
+    def environment(self) -> dict[str, str]:
+        """Environment for the server: CPU-engine memory and thread binding, quiet usage stats."""
+        env = dict(os.environ)
+        env.setdefault("VLLM_NO_USAGE_STATS", "1")
+        env.setdefault("DO_NOT_TRACK", "1")
+        if detect().accelerator == "cpu":
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.cpu_kv_cache_gib:g}")
+            if self.tensor_parallel_size > 1:
+                env.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_thread_binding(self.tensor_parallel_size))
+        return env
+
+
+def cpu_thread_binding(tensor_parallel_size: int) -> str:
+    """Split the usable cores into one group per TP rank ("0|1" on two cores)."""
+    cores = sorted(os.sched_getaffinity(0))
+    per_rank = max(1, len(cores) // tensor_parallel_size)
+    groups = []
+    for rank in range(tensor_parallel_size):
+        chunk = cores[rank * per_rank:(rank + 1) * per_rank] or [cores[-1]]
+        groups.append(f"{chunk[0]}-{chunk[-1]}" if len(chunk) > 1 else str(chunk[0]))
+    return "|".join(groups)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+# First matching pattern in the log names the cause of a failed start.
+_CAUSES: tuple[tuple[str, str], ...] = (
+    (r"Address already in use|\[Errno 98\]", "port already in use"),
+    (r"unrecognized arguments|invalid choice|error: argument|expected one argument", "bad engine flag"),
+    (r"KV cache is needed|larger than the available KV cache|Insufficient memory|out of memory|"
+     r"OutOfMemory|No available memory for the cache blocks|not enough memory|KV cache space",
+     "not enough memory for the model and its KV cache"),
+    (r"does not appear to have a file named|is not a local folder|Repo id must|No such file or directory|"
+     r"Can't load the configuration|not a valid model identifier|HFValidationError|LocalEntryNotFound|"
+     r"Invalid repository ID or local directory",
+     "model not found (path missing or hub unreachable)"),
+    (r"ModuleNotFoundError: No module named 'vllm'", "vllm is not installed in this Python"),
+)
+
+
+def diagnose(log_text: str) -> str:
+    """Name the cause of a failed start from the engine log."""
+    for pattern, cause in _CAUSES:
+        if re.search(pattern, log_text):
+            return cause
+    return "engine exited during start-up"
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the kit's process dies, so no engine outlives it (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class VLLMServer:
+    """A running engine for one ``EngineConfig``; use as ``with VLLMServer(cfg, log) as server:``."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        log_path: Path,
+        port: int | None = None,
+        startup_timeout_s: float = 900.0,
+    ) -> None:
+        self.config = config
+        self.log_path = Path(log_path)
+        self.requested_port = port
+        self.startup_timeout_s = startup_timeout_s
+        self.api_key = secrets.token_urlsafe(24)
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+        self.startup_s: float | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no engine log)"
+
+    def __enter__(self) -> VLLMServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Launch and wait until ``/health`` answers; raise ``EngineStartError`` otherwise."""
+        if self.requested_port is not None and port_in_use(self.requested_port):
+            raise EngineStartError(f"port already in use: 127.0.0.1:{self.requested_port}")
+        self.port = self.requested_port or free_port()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n=== engine start {time.strftime('%Y-%m-%dT%H:%M:%S')} port {self.port} ===\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                self.config.command(self.port, self.api_key),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=self.config.environment(), start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        try:
+            self._wait_healthy(started)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.monotonic() - started
+
+    def _wait_healthy(self, started: float) -> None:
+        assert self.process is not None
+        with httpx.Client(timeout=5.0) as client:
+            while True:
+                code = self.process.poll()
+                if code is not None:
+                    time.sleep(0.2)  # let the last log lines land
+                    tail = self.log_tail()
+                    raise EngineStartError(
+                        f"{diagnose(tail)} (engine exit code {code}, log {self.log_path})\n{tail}"
+                    )
+                try:
+                    if client.get(f"{self.base_url}/health").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() - started > self.startup_timeout_s:
+                    raise EngineStartError(
+                        f"engine not healthy after {self.startup_timeout_s:.0f} s (log {self.log_path})\n"
+                        f"{self.log_tail()}"
+                    )
+                time.sleep(0.5)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Terminate the whole process group: SIGTERM, then SIGKILL after ``grace_s``."""
+        if self.process is None:
+            return
+        pgid = self.process.pid  # start_new_session: the group id is the child's pid
+        _signal_group(pgid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(pgid, signal.SIGKILL)
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.process = None
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,179 @@
+"""Grade model outputs against MATH500 gold answers with math-verify, under two stated rules.
+
+* strict (headline): only an answer written after the reasoning ends (``</think>`` for the R1
+  distills, ``<|im_start|>answer`` for s1.1) counts. A trace cut off by the budget before its
+  reasoning ended scores 0, even if the gold value appears somewhere in the unfinished work.
+* lenient: math-verify's own extraction over the whole text (what many harnesses report).
+
+Every item is graded in a worker process with a hard per-item timeout: an output that hangs or
+crashes the parser is marked ``timeout``/``crash`` and the worker is replaced, so no output can
+stop a sweep. Used by sweep.py (01-03) when a run is finalised.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import time
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
+from types import TracebackType
+
+# math-verify's own (signal-based) timeouts inside the worker, per parse/verify call.
+INNER_TIMEOUT_S = 2
+
+
+@dataclass(frozen=True)
+class GradeItem:
+    """One output to grade."""
+
+    text: str
+    gold: str
+    reasoning_end: str
+
+
+@dataclass(frozen=True)
+class Grade:
+    """Outcome for one output; ``status`` is ``ok``, ``timeout``, ``crash`` or ``error: ...``."""
+
+    strict_correct: bool
+    lenient_correct: bool
+    reasoning_finished: bool
+    strict_answer: str | None
+    lenient_answer: str | None
+    status: str
+    grade_s: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def final_answer_part(text: str, reasoning_end: str) -> str | None:
+    """Text after the last end-of-reasoning marker, or ``None`` if the reasoning never ended."""
+    if reasoning_end not in text:
+        return None
+    return text.rpartition(reasoning_end)[2]
+
+
+def _shown(parsed: list) -> str | None:
+    return str(parsed[-1])[:200] if parsed else None
+
+
+def grade_in_process(item: GradeItem, gold_cache: dict | None = None) -> dict:
+    """Grade one item in this process (the worker calls this). Returns ``Grade`` fields."""
+    from math_verify import parse, verify
+
+    started = time.perf_counter()
+    text = item.text if isinstance(item.text, str) else str(item.text)
+    cache = gold_cache if gold_cache is not None else {}
+    if item.gold not in cache:
+        cache[item.gold] = parse(f"${item.gold}$", parsing_timeout=INNER_TIMEOUT_S)
+    gold = cache[item.gold]
+    lenient_pred = parse(text, parsing_timeout=INNER_TIMEOUT_S)
+    lenient = bool(lenient_pred) and verify(gold, lenient_pred, timeout_seconds=INNER_TIMEOUT_S)
+    answer_part = final_answer_part(text, item.reasoning_end)
+    strict_pred = parse(answer_part, parsing_timeout=INNER_TIMEOUT_S) if answer_part else []
+    strict = bool(strict_pred) and verify(gold, strict_pred, timeout_seconds=INNER_TIMEOUT_S)
+    return {
+        "strict_correct": bool(strict), "lenient_correct": bool(lenient),
+        "reasoning_finished": answer_part is not None, "strict_answer": _shown(strict_pred),
+        "lenient_answer": _shown(lenient_pred), "status": "ok",
+        "grade_s": time.perf_counter() - started,
+    }
+
+
+def _worker(conn: Connection) -> None:
+    # math-verify logs the whole offending text on a timeout; a 1 MB output would flood the notebook.
+    logging.getLogger("math_verify").setLevel(logging.CRITICAL)
+    gold_cache: dict = {}
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        try:
+            result = grade_in_process(GradeItem(*message), gold_cache)
+        except Exception as error:  # any parser failure is a graded-as-error item, not a crash
+            result = {"status": f"error: {type(error).__name__}: {str(error)[:200]}"}
+        conn.send(result)
+
+
+def _failed(status: str, seconds: float, text: str, reasoning_end: str) -> Grade:
+    return Grade(False, False, final_answer_part(text, reasoning_end) is not None, None, None,
+                 status, seconds)
+
+
+class Grader:
+    """Grades items one by one in a replaceable worker process.
+
+    Use as a context manager: ``with Grader() as grader: grades = grader.grade_many(items)``.
+    """
+
+    def __init__(self, item_timeout_s: float = 10.0) -> None:
+        self.item_timeout_s = item_timeout_s
+        self._context = mp.get_context("spawn")
+        self._process: mp.Process | None = None
+        self._conn: Connection | None = None
+        self._warm = False  # a fresh worker's first item also pays for its imports
+
+    def __enter__(self) -> Grader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _ensure_worker(self) -> Connection:
+        if self._process is None or not self._process.is_alive():
+            parent, child = self._context.Pipe()
+            self._process = self._context.Process(target=_worker, args=(child,), daemon=True)
+            self._process.start()
+            child.close()
+            self._conn = parent
+        assert self._conn is not None
+        return self._conn
+
+    def _kill_worker(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.join(timeout=5)
+        self._process = None
+        self._conn = None
+        self._warm = False
+
+    def close(self) -> None:
+        if self._process is not None and self._process.is_alive() and self._conn is not None:
+            try:
+                self._conn.send(None)
+                self._process.join(timeout=5)
+            except (BrokenPipeError, OSError):
+                pass
+        self._kill_worker()
+
+    def grade(self, item: GradeItem) -> Grade:
+        """Grade one item; never raises for bad text, never waits longer than the timeout."""
+        text = item.text
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", errors="replace")
+        started = time.perf_counter()
+        conn = self._ensure_worker()
+        budget_s = self.item_timeout_s + (0.0 if self._warm else 30.0)
+        try:
+            conn.send((text, item.gold, item.reasoning_end))
+            if not conn.poll(budget_s):
+                self._kill_worker()
+                return _failed("timeout", time.perf_counter() - started, text, item.reasoning_end)
+            result = conn.recv()
+        except (EOFError, BrokenPipeError, OSError):
+            self._kill_worker()
+            return _failed("crash", time.perf_counter() - started, text, item.reasoning_end)
+        self._warm = True
+        if result.get("status") != "ok":
+            return _failed(result["status"], time.perf_counter() - started, text, item.reasoning_end)
+        result["grade_s"] = time.perf_counter() - started
+        return Grade(**result)
+
+    def grade_many(self, items: list[GradeItem]) -> list[Grade]:
+        return [self.grade(item) for item in items]

@@ -1,0 +1,78 @@
+"""Turn a registry key into what the engine loads: a hub id, the tiny model, or a weightless shape.
+
+* ``tiny``: built locally by tiny_model.py.
+* a real key with ``load_format: auto``: the Hugging Face id (vLLM downloads it).
+* a real key with ``load_format: dummy`` (system-only mode): a folder with the model's
+  ``config.json`` from ``tts_utils/model_shapes`` and the tiny tokenizer (token ids stay below
+  every real vocabulary), so the real architecture runs offline with random weights.
+Used by sweep.py (01-03) and 00_setup.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from tts_utils.config import ConfigError
+from tts_utils.models import ModelSpec
+from tts_utils.paths import MODEL_SHAPES_DIR, cache_dir
+from tts_utils.tiny_model import ensure_tiny_model, recipe_hash
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What to pass to the engine, and the stable identity that goes into run hashes."""
+
+    engine_path: str
+    tokenizer_path: str
+    identity: str
+    max_context: int | None
+
+
+def _context_of(config_file: Path) -> int | None:
+    try:
+        return int(json.loads(config_file.read_text())["max_position_embeddings"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _shape_folder(spec: ModelSpec) -> Path:
+    if spec.shape is None or not (MODEL_SHAPES_DIR / spec.shape / "config.json").exists():
+        raise ConfigError(f"model {spec.key!r} has no local shape for system-only mode (load_format: dummy)")
+    tiny = ensure_tiny_model()
+    target = cache_dir() / "models" / f"shape-{spec.shape}-tok{recipe_hash()}"
+    if not (target / "config.json").exists():
+        staging = target.with_name(target.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(MODEL_SHAPES_DIR / spec.shape, staging)
+        for name in TOKENIZER_FILES:
+            shutil.copy2(tiny / name, staging / name)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    return target
+
+
+def resolve(spec: ModelSpec, load_format: str) -> ModelSource:
+    """Where the engine gets this model under this load format."""
+    if spec.hf_id is None:
+        path = ensure_tiny_model()
+        return ModelSource(str(path), str(path), f"tiny-{recipe_hash()}", _context_of(path / "config.json"))
+    if load_format == "dummy":
+        path = _shape_folder(spec)
+        return ModelSource(str(path), str(path), f"{spec.shape}-random-weights",
+                           _context_of(path / "config.json"))
+    return ModelSource(spec.hf_id, spec.hf_id, spec.hf_id, None)
+
+
+def load_tokenizer(source: ModelSource):
+    """The model's tokenizer, for prompt lengths before launch and text at each budget."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source.tokenizer_path)
+    except OSError as error:
+        raise ConfigError(f"cannot load the tokenizer of {source.tokenizer_path}: {str(error).splitlines()[0]}") from None

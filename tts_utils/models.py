@@ -1,0 +1,73 @@
+"""Model registry: which checkpoint a key means, how to prompt it, where its reasoning ends.
+
+Used by 00_setup (inventory, cost estimate), the sweeps of 01-03 and the grader (strict rule).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEEPSEEK_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One servable model.
+
+    Attributes:
+        key: registry key used in parameters (``1.5b``, ``s1.1-7b``, ``tiny``).
+        hf_id: Hugging Face id, or ``None`` for a model the kit builds itself.
+        prompt_template: completion prompt; ``{problem}`` is replaced by the problem text.
+        reasoning_end: text that closes the reasoning; the strict grader only reads what follows.
+        shape: folder under ``tts_utils/model_shapes`` with its config.json (system-only mode).
+        params_billion: parameter count, for cost estimates.
+    """
+
+    key: str
+    hf_id: str | None
+    prompt_template: str
+    reasoning_end: str
+    shape: str | None
+    params_billion: float
+
+    def prompt(self, problem: str) -> str:
+        """The exact text sent to ``/v1/completions`` for one problem."""
+        return self.prompt_template.replace("{problem}", problem)
+
+
+# DeepSeek's advice for the R1 distills: no system prompt, the instruction in the user turn, and the
+# assistant turn opened with "<think>\n" (what their chat template emits).
+_DEEPSEEK_TEMPLATE = (
+    "<｜begin▁of▁sentence｜><｜User｜>{problem}\n" + DEEPSEEK_INSTRUCTION + "<｜Assistant｜><think>\n"
+)
+# s1.1 uses Qwen2.5's chat format with no extra instruction; it thinks after "<|im_start|>think"
+# and answers after "<|im_start|>answer" (simplescaling/s1 README, budget-forcing example).
+_S1_TEMPLATE = (
+    "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+    "<|im_start|>user\n{problem}<|im_end|>\n<|im_start|>assistant\n<|im_start|>think"
+)
+# The tiny model's tokenizer knows these markers as single tokens (see tiny_model.py).
+_TINY_TEMPLATE = "<|user|>{problem}\n" + DEEPSEEK_INSTRUCTION + "<|assistant|><think>\n"
+
+_SIZES = {"1.5b": ("1.5B", 1.78), "7b": ("7B", 7.62), "14b": ("14B", 14.8)}
+
+MODELS: dict[str, ModelSpec] = {
+    "tiny": ModelSpec("tiny", None, _TINY_TEMPLATE, "</think>", None, 0.0002),
+}
+for _key, (_size, _billions) in _SIZES.items():
+    MODELS[_key] = ModelSpec(
+        _key, f"deepseek-ai/DeepSeek-R1-Distill-Qwen-{_size}", _DEEPSEEK_TEMPLATE, "</think>",
+        f"r1-distill-qwen-{_key}", _billions,
+    )
+    MODELS[f"s1.1-{_key}"] = ModelSpec(
+        f"s1.1-{_key}", f"simplescaling/s1.1-{_size}", _S1_TEMPLATE, "<|im_start|>answer",
+        f"r1-distill-qwen-{_key}", _billions,
+    )
+
+
+def get_model(key: str) -> ModelSpec:
+    """Look a key up; an unknown key is a one-line error listing the known ones."""
+    try:
+        return MODELS[key]
+    except KeyError:
+        raise KeyError(f"unknown model {key!r}; known models: {', '.join(MODELS)}") from None

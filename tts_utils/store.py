@@ -1,0 +1,245 @@
+"""The results store: self-describing run folders that survive crashes and refuse corruption.
+
+One folder per run under ``outputs/runs/<study>/<run name>-<identity hash>/``:
+
+* ``run.json``       the run's full identity and configuration, with provenance (atomic write)
+* ``requests.jsonl`` one line per finished request, each with a CRC of its record; appended and
+                     fsynced as requests finish, so a crash keeps all finished work
+* ``segments.jsonl`` one line per engine session: start-up time, engine version, counter deltas
+* ``status.json``    ``running`` / ``incomplete`` / ``complete`` (+ checksums of the derived files)
+* ``results.csv``    per request x budget rows (graded); ``summary.csv`` per budget; written last
+* ``failure.json``   error, traceback and engine log tail of the last failed attempt
+
+A torn last line (the kit killed mid-write) is dropped with a warning and its request re-run; any
+other bad line, or a derived file whose checksum does not match, is a ``CorruptResultError`` that
+names the file. A study-level lock stops two sweeps writing one study at once.
+Used by sweep.py (01-03) and analysis.py (04).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tts_utils.paths import study_dir
+
+
+class CorruptResultError(RuntimeError):
+    """A result file failed validation; the message names the file (and line)."""
+
+
+class StudyLockedError(RuntimeError):
+    """Another sweep holds the study's lock."""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary sibling, fsync, rename: readers see the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise CorruptResultError(f"{path}: unreadable JSON ({error})") from None
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _encode_line(record: dict) -> str:
+    payload = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+    return f'{{"crc":{zlib.crc32(payload.encode())},"record":{payload}}}\n'
+
+
+def append_record(path: Path, record: dict) -> None:
+    """Append one checksummed record and fsync it before returning."""
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(_encode_line(record))
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def read_records(path: Path, repair: bool = False) -> list[dict]:
+    """All records of a ``requests.jsonl``, each verified against its CRC.
+
+    A last line without its newline is the mark of a crash mid-write: it is dropped with a
+    warning (and cut from the file when ``repair``). Any other bad line raises.
+    """
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    torn = lines[-1] != b""
+    complete_lines = lines[:-1]
+    records = []
+    for number, line in enumerate(complete_lines, 1):
+        try:
+            wrapper = json.loads(line.decode("utf-8"))
+            payload = json.dumps(wrapper["record"], separators=(",", ":"), ensure_ascii=False)
+            valid = zlib.crc32(payload.encode()) == wrapper["crc"]
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+            valid = False
+        if not valid:
+            raise CorruptResultError(f"{path} line {number}: record fails its checksum (edited or corrupted)")
+        records.append(wrapper["record"])
+    if torn:
+        warnings.warn(f"{path}: dropped a partial last line (a write was interrupted); "
+                      "its request will be run again", stacklevel=2)
+        if repair:
+            with open(path, "r+b") as out:
+                out.truncate(len(raw) - len(lines[-1]))
+    return records
+
+
+@dataclass
+class RunFolder:
+    """Paths and state of one run folder."""
+
+    path: Path
+
+    @property
+    def run_file(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def requests_file(self) -> Path:
+        return self.path / "requests.jsonl"
+
+    @property
+    def segments_file(self) -> Path:
+        return self.path / "segments.jsonl"
+
+    @property
+    def status_file(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def results_file(self) -> Path:
+        return self.path / "results.csv"
+
+    @property
+    def summary_file(self) -> Path:
+        return self.path / "summary.csv"
+
+    @property
+    def failure_file(self) -> Path:
+        return self.path / "failure.json"
+
+    @property
+    def engine_log(self) -> Path:
+        return self.path / "engine.log"
+
+    def status(self) -> dict:
+        return read_json(self.status_file) if self.status_file.exists() else {"state": "new"}
+
+    def set_status(self, state: str, **extra: Any) -> None:
+        atomic_write_json(self.status_file, {**{k: v for k, v in self.status().items()
+                                                if k not in {"error"}}, "state": state, **extra})
+
+    def is_complete(self) -> bool:
+        """Complete and its derived files match the checksums recorded when it finished."""
+        status = self.status()
+        if status.get("state") != "complete":
+            return False
+        for name in ("results.csv", "summary.csv"):
+            target = self.path / name
+            if not target.exists() or file_sha256(target) != status.get("sha256", {}).get(name):
+                return False
+        return True
+
+    def segments(self) -> list[dict]:
+        return read_records(self.segments_file)
+
+
+@contextmanager
+def study_lock(study: str) -> Iterator[Path]:
+    """Exclusive, non-blocking lock on a study folder; a second sweep refuses at once."""
+    folder = study_dir(study)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock_path = folder / ".lock"
+    handle = open(lock_path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise StudyLockedError(
+                f"another sweep (pid {holder}) is writing {folder}; wait for it or choose another study"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield folder
+    finally:
+        handle.close()
+
+
+@dataclass
+class StudyResults:
+    """Everything 04_analysis reads: per-request rows, per-budget summaries, run metadata."""
+
+    rows: pd.DataFrame
+    summary: pd.DataFrame
+    runs: pd.DataFrame
+    excluded: list[tuple[str, str]] = field(default_factory=list)
+
+
+def load_study(study: str) -> StudyResults:
+    """Load every complete run of a study into pandas, in one call.
+
+    Runs that are unfinished, or whose files fail validation, are left out and listed in
+    ``excluded`` with the file and the reason, never mixed in silently.
+    """
+    rows, summaries, runs, excluded = [], [], [], []
+    folder = study_dir(study)
+    for run_dir in sorted(p for p in folder.glob("*") if p.is_dir()) if folder.exists() else []:
+        run = RunFolder(run_dir)
+        try:
+            state = run.status().get("state", "new")
+            if state != "complete":
+                excluded.append((str(run_dir), f"run is {state}, not complete"))
+                continue
+            if not run.is_complete():
+                raise CorruptResultError(f"{run.results_file}: checksum does not match status.json")
+            meta = read_json(run.run_file)
+            rows.append(pd.read_csv(run.results_file))
+            summaries.append(pd.read_csv(run.summary_file))
+            runs.append({"run_name": run_dir.name, **meta["identity"], "budget_mode": run.status().get("budget_mode")})
+        except (CorruptResultError, pd.errors.ParserError, KeyError, OSError) as error:
+            excluded.append((str(run_dir), str(error)))
+    return StudyResults(
+        rows=pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(),
+        summary=pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame(),
+        runs=pd.DataFrame(runs),
+        excluded=excluded,
+    )

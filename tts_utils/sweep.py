@@ -1,0 +1,357 @@
+"""Plan and run the sweeps of 01_greedy, 02_tp and 03_spec; resume instead of starting over.
+
+``plan_runs`` turns a ``StudyConfig`` into one ``RunPlan`` per (model, method, TP size), checking
+everything that can be checked before an engine starts (models, data, TP sizes, prompt + largest
+budget within the context). ``run_sweep`` executes the plans under the study lock: a complete run
+is skipped, a partial one runs only its missing requests, a failed one leaves ``failure.json`` and
+the sweep goes on; at the end, failures raise ``SweepError`` naming them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import traceback
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from tts_utils import provenance
+from tts_utils.budgets import record_for_budget, view_at_budget
+from tts_utils.config import ConfigError, StudyConfig
+from tts_utils.data import ProblemSet, load_problems
+from tts_utils.engine import EngineConfig, SpeculativeConfig, VLLMServer
+from tts_utils.grading import GradeItem, Grader
+from tts_utils.hardware import detect
+from tts_utils.metrics import cost_per_token, speculation_stats, summarise, time_per_output_token
+from tts_utils.model_source import ModelSource, load_tokenizer, resolve
+from tts_utils.models import ModelSpec, get_model
+from tts_utils.paths import study_dir
+from tts_utils.runner import (
+    RequestSpec,
+    SamplingConfig,
+    counter_delta,
+    make_client,
+    read_counters,
+    run_requests,
+    stream_one,
+)
+from tts_utils.store import (
+    RunFolder,
+    append_record,
+    atomic_write_json,
+    atomic_write_text,
+    file_sha256,
+    read_records,
+    study_lock,
+)
+
+NOTEBOOK_METHODS = {"01_greedy": "baseline", "02_tp": "baseline", "03_spec": "ngram-spec"}
+# Extra context beyond prompt + budget (the engine counts a few tokens more in some versions).
+CONTEXT_MARGIN_TOKENS = 16
+WARMUP_TOKENS = 16
+
+
+class SweepError(RuntimeError):
+    """One or more runs of a sweep failed; finished runs are kept."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One engine configuration over one problem set, at every budget."""
+
+    study: str
+    model: ModelSpec
+    source: ModelSource
+    method: str
+    engine: EngineConfig
+    sampling: SamplingConfig
+    budgets: tuple[int, ...]
+    problems: ProblemSet
+    prompt_tokens: tuple[int, ...]
+    samples_per_problem: int
+    concurrency: int
+    system_only: bool
+    grade_timeout_s: float
+    startup_timeout_s: int
+
+    @property
+    def tensor_parallel_size(self) -> int:
+        return self.engine.tensor_parallel_size
+
+    def identity(self) -> dict:
+        """Everything that makes two runs comparable; its hash names the run folder."""
+        engine = asdict(self.engine)
+        engine.pop("model_path")
+        engine.pop("served_name")
+        return {
+            "model": self.model.key, "model_identity": self.source.identity, "method": self.method,
+            "tensor_parallel_size": self.tensor_parallel_size, "engine": engine,
+            "sampling": asdict(self.sampling), "budgets": list(self.budgets),
+            "problem_source": self.problems.source, "problem_fingerprint": self.problems.fingerprint,
+            "num_problems": len(self.problems.problems), "samples_per_problem": self.samples_per_problem,
+            "concurrency": self.concurrency, "system_only": self.system_only,
+        }
+
+    @property
+    def run_name(self) -> str:
+        digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.model.key}-{self.method}-tp{self.tensor_parallel_size}-{digest}"
+
+    def folder(self) -> RunFolder:
+        return RunFolder(study_dir(self.study) / self.run_name)
+
+    def request_specs(self, budget_mode: str) -> list[RequestSpec]:
+        """One request per problem and sample at the largest budget (one-pass), or one per budget."""
+        lengths = [max(self.budgets)] if budget_mode == "one-pass" else sorted(set(self.budgets))
+        specs = []
+        for problem in self.problems.problems:
+            for sample in range(self.samples_per_problem):
+                for max_tokens in lengths:
+                    specs.append(RequestSpec(f"{problem.unique_id}#s{sample}#b{max_tokens}",
+                                             problem.unique_id, sample, self.model.prompt(problem.problem),
+                                             max_tokens))
+        return specs
+
+
+def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[str]]:
+    """The runs a notebook will make, and the reasons for anything skipped. Raises ConfigError."""
+    if notebook not in NOTEBOOK_METHODS:
+        raise ConfigError(f"unknown sweep notebook {notebook!r}; expected one of {', '.join(NOTEBOOK_METHODS)}")
+    tp_sizes, skipped = config.usable_tp_sizes() if notebook == "02_tp" else ([1], [])
+    problems = load_problems(config.dataset, config.num_problems, config.seed)
+    speculative = (SpeculativeConfig(config.spec_tokens, config.spec_lookup_min, config.spec_lookup_max)
+                   if notebook == "03_spec" else None)
+    sampling = SamplingConfig(config.temperature, config.top_p, config.seed, ignore_eos=config.system_only)
+    plans = []
+    for key in config.model_keys:
+        model = get_model(key)
+        source = resolve(model, config.load_format)
+        tokenizer = load_tokenizer(source)
+        prompt_tokens = tuple(len(tokenizer(model.prompt(p.problem), add_special_tokens=False)["input_ids"])
+                              for p in problems.problems)
+        needed = max(prompt_tokens) + config.max_budget + CONTEXT_MARGIN_TOKENS
+        max_model_len = config.max_model_len or needed
+        if max_model_len < needed:
+            raise ConfigError(f"max_model_len {max_model_len} < longest prompt ({max(prompt_tokens)} tokens) "
+                              f"+ largest budget ({config.max_budget}) for model {key}")
+        if source.max_context is not None and max_model_len > source.max_context:
+            raise ConfigError(f"prompt + largest budget need {max_model_len} tokens but {key} has a "
+                              f"{source.max_context}-token context")
+        for size in tp_sizes:
+            engine = EngineConfig(
+                model_path=source.engine_path, served_name=key, tensor_parallel_size=size,
+                dtype=config.dtype, max_model_len=max_model_len, speculative=speculative,
+                load_format="auto" if model.hf_id is None else config.load_format, seed=config.seed,
+                trust_remote_code=config.trust_remote_code,
+                gpu_memory_utilization=config.gpu_memory_utilization,
+                cpu_kv_cache_gib=config.cpu_kv_cache_gib, extra_args=config.extra_engine_args,
+            )
+            plans.append(RunPlan(
+                config.study, model, source, NOTEBOOK_METHODS[notebook], engine, sampling,
+                tuple(sorted(set(config.budgets))), problems, prompt_tokens, config.samples_per_problem,
+                config.concurrency, config.system_only, config.grade_timeout_s,
+                config.startup_timeout_s,
+            ))
+    return plans, skipped
+
+
+def _warm_up(client, server: VLLMServer, plan: RunPlan) -> None:
+    """One short request before measuring, kept out of the results."""
+    first = plan.problems.problems[0]
+    stream_one(client, server.base_url, plan.model.key,
+               RequestSpec("warmup", first.unique_id, 0, plan.model.prompt(first.problem), WARMUP_TOKENS),
+               plan.sampling)
+
+
+def verify_one_pass(client, server: VLLMServer, plan: RunPlan, records: list[dict], problems: int = 2) -> dict:
+    """Re-run a few problems at the smallest budget and compare with the long run's prefix."""
+    budget = min(plan.budgets)
+    long_runs = {r["problem_id"]: r for r in records if r["sample_index"] == 0}
+    mismatches, checked = [], []
+    for problem in plan.problems.problems[:problems]:
+        long_run = long_runs.get(problem.unique_id)
+        if long_run is None:
+            continue
+        short = stream_one(client, server.base_url, plan.model.key,
+                           RequestSpec(f"check-{problem.unique_id}", problem.unique_id, 0,
+                                       plan.model.prompt(problem.problem), budget), plan.sampling)
+        checked.append(problem.unique_id)
+        if short.token_ids != long_run["token_ids"][:budget]:
+            mismatches.append(problem.unique_id)
+    return {"budget_tokens": budget, "checked": checked, "mismatches": mismatches,
+            "consistent": not mismatches}
+
+
+def _measure(client, server: VLLMServer, plan: RunPlan, folder: RunFolder, specs: list[RequestSpec]) -> dict:
+    """Run requests, appending each finished record; returns the /metrics counter deltas."""
+    before = read_counters(client, server.base_url)
+    with tqdm(total=len(specs), desc=plan.run_name, unit="req") as bar:
+        run_requests(client, server.base_url, plan.model.key, specs, plan.sampling, plan.concurrency,
+                     on_record=lambda record: append_record(folder.requests_file, record.to_dict()),
+                     progress=bar.update)
+    return counter_delta(before, read_counters(client, server.base_url))
+
+
+def _engine_session(plan: RunPlan, folder: RunFolder, budget_mode: str | None) -> str:
+    """Start an engine, run what is missing (and the one-pass check), record the session."""
+    records = read_records(folder.requests_file, repair=True)
+    done = {r["request_id"] for r in records}
+    missing = [s for s in plan.request_specs(budget_mode or "one-pass") if s.request_id not in done]
+    needs_check = budget_mode is None and len(plan.budgets) > 1
+    if not missing and not needs_check:
+        return budget_mode or "one-pass"
+    folder.set_status("running", budget_mode=budget_mode, done=len(done))
+    session = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "provenance": provenance.collect()}
+    with VLLMServer(plan.engine, folder.engine_log, startup_timeout_s=plan.startup_timeout_s) as server, \
+            make_client(server.headers) as client:
+        session["engine_startup_s"] = server.startup_s
+        session["engine_version"] = client.get(f"{server.base_url}/version").json().get("version")
+        _warm_up(client, server, plan)
+        deltas = [_measure(client, server, plan, folder, missing)] if missing else []
+        if needs_check:
+            check = verify_one_pass(client, server, plan, read_records(folder.requests_file))
+            budget_mode = "one-pass" if check["consistent"] else "separate"
+            folder.set_status("running", budget_mode=budget_mode, one_pass_check=check)
+            if budget_mode == "separate":
+                print(f"!! {plan.run_name}: runs at max_tokens={check['budget_tokens']} differ from the long "
+                      f"run's prefix ({len(check['mismatches'])} of {len(check['checked'])} checked); "
+                      "falling back to a separate run per budget for this configuration.")
+                done = {r["request_id"] for r in read_records(folder.requests_file)}
+                extra = [s for s in plan.request_specs("separate") if s.request_id not in done]
+                deltas.append(_measure(client, server, plan, folder, extra))
+        session["requests_run"] = len(missing)
+        session["counters"] = {k: sum(d.get(k, 0.0) for d in deltas) for d in deltas for k in d}
+    append_record(folder.segments_file, session)
+    return budget_mode or "one-pass"
+
+
+def _rows(plan: RunPlan, records: list[dict], hardware_label: str, engine_version: str | None) -> pd.DataFrame:
+    """Per request x budget rows: timings at that budget, the text cut there, its grades."""
+    tokenizer = load_tokenizer(plan.source)
+    by_sample: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for record in records:
+        by_sample[(record["problem_id"], record["sample_index"])].append(record)
+    gold = {p.unique_id: p.answer for p in plan.problems.problems}
+    rows = []
+    with Grader(plan.grade_timeout_s) as grader:
+        for (problem_id, sample), sample_records in sorted(by_sample.items()):
+            for budget in plan.budgets:
+                record = record_for_budget(sample_records, budget)
+                view = view_at_budget(record, budget)
+                row = {
+                    "study": plan.study, "run_name": plan.run_name, "model": plan.model.key,
+                    "method": plan.method, "tensor_parallel_size": plan.tensor_parallel_size,
+                    "num_gpus": plan.tensor_parallel_size, "system_only": plan.system_only,
+                    "hardware": hardware_label, "engine_version": engine_version,
+                    "request_id": record["request_id"], "problem_id": problem_id, "sample_index": sample,
+                    "budget_tokens": budget, "prompt_tokens": record["prompt_tokens"],
+                    "output_tokens": view.output_tokens, "hit_budget": view.hit_budget,
+                    "finish_reason": view.finish_reason, "e2e_latency_s": view.e2e_latency_s,
+                    "ttft_s": view.ttft_s,
+                    "tpot_s": time_per_output_token(view.e2e_latency_s, view.ttft_s, view.output_tokens),
+                    "tokens_per_s": view.output_tokens / view.e2e_latency_s if view.e2e_latency_s else float("nan"),
+                    "cost_gpu_s_per_token": cost_per_token(plan.tensor_parallel_size, view.e2e_latency_s,
+                                                           view.output_tokens),
+                }
+                if plan.system_only:
+                    row.update(strict_correct=float("nan"), lenient_correct=float("nan"),
+                               reasoning_finished=float("nan"), strict_answer=None,
+                               grade_status="not graded")
+                else:
+                    text = tokenizer.decode(record["token_ids"][:view.output_tokens], skip_special_tokens=False)
+                    grade = grader.grade(GradeItem(text, gold[problem_id], plan.model.reasoning_end))
+                    row.update(strict_correct=grade.strict_correct, lenient_correct=grade.lenient_correct,
+                               reasoning_finished=grade.reasoning_finished, strict_answer=grade.strict_answer,
+                               grade_status=grade.status)
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def finalize(plan: RunPlan, folder: RunFolder, budget_mode: str) -> None:
+    """Derive, grade and summarise a run whose requests are all on disk; mark it complete."""
+    records = read_records(folder.requests_file)
+    segments = folder.segments()
+    hardware = detect()
+    label = hardware.describe().split(";")[0]
+    engine_version = segments[-1].get("engine_version") if segments else None
+    rows = _rows(plan, records, label, engine_version)
+    summary = summarise(rows, ["study", "run_name", "model", "method", "tensor_parallel_size",
+                               "system_only", "hardware", "budget_tokens"])
+    counters: dict[str, float] = defaultdict(float)
+    for segment in segments:
+        for name, value in segment.get("counters", {}).items():
+            counters[name] += value
+    for name, value in speculation_stats(counters).items():
+        summary[name] = value
+    summary["budget_mode"] = budget_mode
+    summary["engine_version"] = engine_version
+    summary["engine_startup_s"] = segments[-1].get("engine_startup_s") if segments else None
+    if plan.system_only:
+        summary[["accuracy_strict", "accuracy_lenient"]] = float("nan")
+    atomic_write_text(folder.results_file, rows.to_csv(index=False))
+    atomic_write_text(folder.summary_file, summary.to_csv(index=False))
+    folder.set_status("complete", budget_mode=budget_mode, done=len(records),
+                      sha256={"results.csv": file_sha256(folder.results_file),
+                              "summary.csv": file_sha256(folder.summary_file)})
+
+
+def execute(plan: RunPlan) -> str:
+    """Run one plan to completion, resuming what is on disk. Returns what happened."""
+    folder = plan.folder()
+    if folder.is_complete():
+        return "skipped (complete)"
+    folder.path.mkdir(parents=True, exist_ok=True)
+    if not folder.run_file.exists():
+        atomic_write_json(folder.run_file, {"identity": plan.identity(), "run_name": plan.run_name,
+                                            "created_by": provenance.collect()})
+    status = folder.status()
+    budget_mode = _engine_session(plan, folder, status.get("budget_mode"))
+    finalize(plan, folder, budget_mode)
+    folder.failure_file.unlink(missing_ok=True)
+    return "resumed and completed" if status.get("state") in {"running", "incomplete"} else "completed"
+
+
+def _record_failure(plan: RunPlan, error: BaseException) -> None:
+    folder = plan.folder()
+    folder.path.mkdir(parents=True, exist_ok=True)
+    done = len(read_records(folder.requests_file)) if folder.requests_file.exists() else 0
+    folder.set_status("incomplete", done=done, error=f"{type(error).__name__}: {error}".splitlines()[0])
+    tail = folder.engine_log.read_text(errors="replace").splitlines()[-60:] if folder.engine_log.exists() else []
+    atomic_write_json(folder.failure_file, {"error": str(error), "type": type(error).__name__,
+                                            "traceback": traceback.format_exc(), "engine_log_tail": tail,
+                                            "requests_on_disk": done})
+
+
+def run_sweep(config: StudyConfig, notebook: str) -> pd.DataFrame:
+    """Plan and run a notebook's sweep; returns one row per run (name, outcome, seconds)."""
+    plans, skipped = plan_runs(config, notebook)
+    for reason in skipped:
+        print(f"-- skipped: {reason}")
+    if config.dry_run:
+        from tts_utils.estimate import estimate_plans
+
+        print("dry run: nothing is started.")
+        return estimate_plans(plans, detect().accelerator)
+    outcomes, failures = [], []
+    with study_lock(config.study):
+        for plan in plans:
+            started = time.monotonic()
+            try:
+                outcome = execute(plan)
+            except KeyboardInterrupt as interrupt:
+                _record_failure(plan, interrupt)
+                raise
+            except Exception as error:
+                _record_failure(plan, error)
+                failures.append(f"{plan.run_name}: {str(error).splitlines()[0]}")
+                outcome = "failed (see failure.json)"
+            outcomes.append({"run_name": plan.run_name, "outcome": outcome,
+                             "seconds": round(time.monotonic() - started, 1)})
+            print(f"{plan.run_name}: {outcome}")
+    if failures:
+        raise SweepError(f"{len(failures)} of {len(plans)} runs failed: " + "; ".join(failures))
+    return pd.DataFrame(outcomes)
