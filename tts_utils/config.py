@@ -46,7 +46,7 @@ class StudyConfig:
     load_format: str = "auto"
     max_model_len: int = 0
     gpu_memory_utilization: float = 0.9
-    cpu_kv_cache_gib: float = 2.0
+    cpu_kv_cache_gib: int = 2
     extra_engine_args: tuple[str, ...] = field(default_factory=tuple)
     trust_remote_code: bool = False
     startup_timeout_s: int = 900
@@ -114,8 +114,8 @@ class StudyConfig:
             raise ConfigError(f"load_format must be auto, dummy, safetensors or pt, got {self.load_format!r}")
         if self.max_model_len < 0 or self.grade_timeout_s <= 0:
             raise ConfigError("max_model_len must be >= 0 (0 = fit prompt + largest budget), grade_timeout_s > 0")
-        if not 0.0 < self.gpu_memory_utilization <= 1.0 or self.cpu_kv_cache_gib <= 0:
-            raise ConfigError("gpu_memory_utilization must be in (0, 1] and cpu_kv_cache_gib > 0")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0 or self.cpu_kv_cache_gib < 0:
+            raise ConfigError("gpu_memory_utilization must be in (0, 1] and cpu_kv_cache_gib >= 0")
 
     def usable_tp_sizes(self, hardware: Hardware | None = None) -> tuple[list[int], list[str]]:
         """TP sizes this machine can host, and a reason for each one skipped.

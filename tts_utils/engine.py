@@ -58,7 +58,7 @@ class EngineConfig:
     seed: int = 0
     trust_remote_code: bool = False
     gpu_memory_utilization: float = 0.9
-    cpu_kv_cache_gib: float = 2.0
+    cpu_kv_cache_gib: int = 2  # CPU engine; 0 sizes the KV cache by gpu_memory_utilization of RAM
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
     def command(self, port: int, api_key: str) -> list[str]:
@@ -73,7 +73,7 @@ class EngineConfig:
             # Prefix-cache hits would count cached prompts as speed; the study measures cold prompts.
             "--no-enable-prefix-caching",
         ]
-        if detect().accelerator == "gpu":
+        if detect().accelerator == "gpu" or self.cpu_kv_cache_gib == 0:
             argv += ["--gpu-memory-utilization", str(self.gpu_memory_utilization)]
         if self.speculative is not None:
             argv += ["--speculative-config", self.speculative.to_engine_json()]
@@ -87,10 +87,39 @@ class EngineConfig:
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.setdefault("DO_NOT_TRACK", "1")
         if detect().accelerator == "cpu":
-            env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.cpu_kv_cache_gib:g}")
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.cpu_kv_cache_gib))
             if self.tensor_parallel_size > 1:
                 env.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_thread_binding(self.tensor_parallel_size))
         return env
+
+
+def check_memory(config: EngineConfig, model_config: dict, params_billion: float) -> None:
+    """Refuse, before launch, a configuration whose weights plus one full-length sequence's KV cache
+    cannot fit the memory the engine may use (GPU memory x utilization per rank, or the CPU KV space)."""
+    hardware = detect()
+    bytes_per_value = 4 if config.dtype == "float32" else 2
+    head_dim = model_config.get("head_dim") or model_config["hidden_size"] // model_config["num_attention_heads"]
+    kv_heads = model_config.get("num_key_value_heads", model_config["num_attention_heads"])
+    kv_per_token = 2 * model_config["num_hidden_layers"] * kv_heads * head_dim * bytes_per_value
+    kv_needed = kv_per_token * config.max_model_len / config.tensor_parallel_size
+    weights = params_billion * 1e9 * bytes_per_value / config.tensor_parallel_size
+    if hardware.accelerator == "gpu":
+        budget = min(g.memory_gib for g in hardware.gpus) * 2**30 * config.gpu_memory_utilization
+        where = f"{config.gpu_memory_utilization:g} of {min(g.memory_gib for g in hardware.gpus):.0f} GiB per GPU"
+        needed = weights + kv_needed
+    elif config.cpu_kv_cache_gib == 0:
+        budget = hardware.memory_gib * 2**30 * config.gpu_memory_utilization
+        where = f"{config.gpu_memory_utilization:g} of {hardware.memory_gib:.0f} GiB RAM"
+        needed = weights + kv_needed
+    else:
+        budget = config.cpu_kv_cache_gib * 2**30
+        where = f"a {config.cpu_kv_cache_gib} GiB CPU KV cache"
+        needed = kv_needed
+    if needed > budget:
+        raise EngineStartError(
+            f"not enough memory: {needed / 2**30:.2f} GiB needed (weights and the KV cache of one "
+            f"{config.max_model_len}-token sequence) but {where} gives {budget / 2**30:.2f} GiB"
+        )
 
 
 def cpu_thread_binding(tensor_parallel_size: int) -> str:
@@ -257,6 +286,18 @@ class VLLMServer:
         except subprocess.TimeoutExpired:
             pass
         self.process = None
+
+
+def process_group_alive(pgid: int) -> bool:
+    """True while a live (not zombie) process of a process group, an engine's, exists."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

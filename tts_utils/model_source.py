@@ -76,3 +76,16 @@ def load_tokenizer(source: ModelSource):
         return AutoTokenizer.from_pretrained(source.tokenizer_path)
     except OSError as error:
         raise ConfigError(f"cannot load the tokenizer of {source.tokenizer_path}: {str(error).splitlines()[0]}") from None
+
+
+def load_model_config(source: ModelSource) -> dict:
+    """The model's config.json as a dict (local file, or fetched from the hub like the tokenizer)."""
+    local = Path(source.engine_path) / "config.json"
+    if local.exists():
+        return json.loads(local.read_text())
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source.engine_path).to_dict()
+    except OSError as error:
+        raise ConfigError(f"cannot load the config of {source.engine_path}: {str(error).splitlines()[0]}") from None

@@ -23,11 +23,11 @@ from tts_utils import provenance
 from tts_utils.budgets import record_for_budget, view_at_budget
 from tts_utils.config import ConfigError, StudyConfig
 from tts_utils.data import ProblemSet, load_problems
-from tts_utils.engine import EngineConfig, SpeculativeConfig, VLLMServer
+from tts_utils.engine import EngineConfig, EngineStartError, SpeculativeConfig, VLLMServer, check_memory
 from tts_utils.grading import GradeItem, Grader
 from tts_utils.hardware import detect
 from tts_utils.metrics import cost_per_token, speculation_stats, summarise, time_per_output_token
-from tts_utils.model_source import ModelSource, load_tokenizer, resolve
+from tts_utils.model_source import ModelSource, load_model_config, load_tokenizer, resolve
 from tts_utils.models import ModelSpec, get_model
 from tts_utils.paths import study_dir
 from tts_utils.runner import (
@@ -131,6 +131,7 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
         model = get_model(key)
         source = resolve(model, config.load_format)
         tokenizer = load_tokenizer(source)
+        model_config = load_model_config(source)
         prompt_tokens = tuple(len(tokenizer(model.prompt(p.problem), add_special_tokens=False)["input_ids"])
                               for p in problems.problems)
         needed = max(prompt_tokens) + config.max_budget + CONTEXT_MARGIN_TOKENS
@@ -150,6 +151,10 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
                 gpu_memory_utilization=config.gpu_memory_utilization,
                 cpu_kv_cache_gib=config.cpu_kv_cache_gib, extra_args=config.extra_engine_args,
             )
+            try:
+                check_memory(engine, model_config, model.params_billion)
+            except EngineStartError as error:
+                raise ConfigError(f"{key} at TP={size}: {error}") from None
             plans.append(RunPlan(
                 config.study, model, source, NOTEBOOK_METHODS[notebook], engine, sampling,
                 tuple(sorted(set(config.budgets))), problems, prompt_tokens, config.samples_per_problem,

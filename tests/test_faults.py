@@ -1,0 +1,177 @@
+"""The fault matrix, against the real vLLM CPU engine on the tiny model: nothing lost, nothing left running."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tts_utils.config import ConfigError, StudyConfig
+from tts_utils.engine import EngineConfig, EngineStartError, VLLMServer, process_group_alive
+from tts_utils.paths import REPO_ROOT
+from tts_utils.store import StudyLockedError, read_records
+from tts_utils.sweep import SweepError, plan_runs, run_sweep
+
+pytestmark = pytest.mark.engine
+
+
+def _wait_for(condition, timeout_s: float, what: str) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout_s:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def _engine_pid(log: Path) -> int | None:
+    found = re.findall(r"APIServer pid=(\d+)", log.read_text(errors="replace")) if log.exists() else []
+    return int(found[-1]) if found else None
+
+
+def _config(math500_path: Path, study: str = "faults") -> StudyConfig:
+    # 6 problems x 512 tokens: long enough (~10 s of decoding) to be interrupted mid-run.
+    return StudyConfig.create(study=study, dataset=str(math500_path), num_problems=6, budgets=[64, 512],
+                              cpu_kv_cache_gib=1)
+
+
+def _start_failure(config: EngineConfig, tmp_path: Path) -> tuple[str, float, VLLMServer]:
+    server = VLLMServer(config, tmp_path / "engine.log", startup_timeout_s=120)
+    started = time.monotonic()
+    with pytest.raises(EngineStartError) as error:
+        server.start()
+    return str(error.value), time.monotonic() - started, server
+
+
+def test_missing_model_fails_fast_and_no_shell_sees_the_path(tmp_path) -> None:
+    marker = tmp_path / "pwned"
+    config = EngineConfig(f"/nonexistent/model; touch {marker}", "tiny")
+    message, seconds, server = _start_failure(config, tmp_path)
+    print(f"\nmissing model: error after {seconds:.1f} s: {message.splitlines()[0]}")
+    assert message.startswith("model not found") and seconds < 60
+    assert "engine log" not in message.splitlines()[0] and len(message.splitlines()) > 3  # cause, then the log tail
+    assert not marker.exists()
+    assert server.process is None
+
+
+def test_bad_engine_flag_fails_fast(tiny_model_path, tmp_path) -> None:
+    config = EngineConfig(str(tiny_model_path), "tiny", extra_args=("--no-such-flag",))
+    message, seconds, _ = _start_failure(config, tmp_path)
+    print(f"\nbad flag: error after {seconds:.1f} s: {message.splitlines()[0]}")
+    assert message.startswith("bad engine flag") and seconds < 60
+
+
+def test_port_already_taken_is_refused_before_launch(tiny_model_path, tmp_path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        server = VLLMServer(EngineConfig(str(tiny_model_path), "tiny"), tmp_path / "engine.log", port=port)
+        started = time.monotonic()
+        with pytest.raises(EngineStartError, match=f"port already in use: 127.0.0.1:{port}"):
+            server.start()
+        assert time.monotonic() - started < 1 and server.process is None
+
+
+def test_too_little_memory_is_refused_before_launch(math500_path) -> None:
+    config = StudyConfig.create(dataset=str(math500_path), num_problems=2, cpu_kv_cache_gib=0,
+                                gpu_memory_utilization=0.00001)
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"tiny at TP=1: not enough memory: .* GiB needed .* gives"):
+        plan_runs(config, "01_greedy")
+    assert time.monotonic() - started < 60
+
+
+def test_engine_killed_mid_run_keeps_finished_requests_and_resumes(math500_path) -> None:
+    config = _config(math500_path)
+    plan = plan_runs(config, "01_greedy")[0][0]
+    folder = plan.folder()
+    killed = {}
+
+    def kill_engine_after_two_requests() -> None:
+        _wait_for(lambda: folder.requests_file.exists() and len(read_records(folder.requests_file)) >= 2,
+                  300, "two finished requests")
+        killed["pid"] = _engine_pid(folder.engine_log)
+        os.kill(killed["pid"], signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_engine_after_two_requests, daemon=True)
+    killer.start()
+    with pytest.raises(SweepError, match=plan.run_name):
+        run_sweep(config, "01_greedy")
+    killer.join(5)
+    kept = read_records(folder.requests_file)
+    status = json.loads(folder.status_file.read_text())
+    failure = json.loads(folder.failure_file.read_text())
+    assert status["state"] == "incomplete" and 2 <= len(kept) < 6 and failure["requests_on_disk"] == len(kept)
+    _wait_for(lambda: not process_group_alive(killed["pid"]), 10, "the engine's processes to exit")
+
+    outcome = run_sweep(config, "01_greedy")
+    records = read_records(folder.requests_file)
+    ids = [r["request_id"] for r in records]
+    print(f"\nengine SIGKILL: {len(kept)} requests kept, {6 - len(kept)} re-run, outcome {outcome['outcome'][0]}")
+    assert outcome["outcome"][0] == "resumed and completed"
+    assert len(ids) == len(set(ids)) == 6 and ids[:len(kept)] == [r["request_id"] for r in kept]
+    assert folder.is_complete() and not folder.failure_file.exists()
+
+
+SWEEP_SCRIPT = """
+import sys
+from tts_utils.config import StudyConfig
+from tts_utils.sweep import run_sweep
+config = StudyConfig.create(study=sys.argv[1], dataset=sys.argv[2], num_problems=6, budgets=[64, 512], cpu_kv_cache_gib=1)
+run_sweep(config, "01_greedy")
+"""
+
+
+def _start_sweep_process(math500_path: Path, study: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", SWEEP_SCRIPT, study, str(math500_path)], cwd=REPO_ROOT,
+                            env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_interrupt_stops_the_engine_within_ten_seconds_and_keeps_work(math500_path) -> None:
+    config = _config(math500_path, "interrupted")
+    folder = plan_runs(config, "01_greedy")[0][0].folder()
+    sweep = _start_sweep_process(math500_path, "interrupted")
+    try:
+        _wait_for(lambda: folder.requests_file.exists() and len(read_records(folder.requests_file)) >= 1,
+                  300, "a finished request")
+        with pytest.raises(StudyLockedError):  # a second sweep on the same study refuses at once
+            run_sweep(config, "01_greedy")
+        pid = _engine_pid(folder.engine_log)
+        sweep.send_signal(signal.SIGINT)
+        seconds = _wait_for(lambda: sweep.poll() is not None and not process_group_alive(pid), 10, "engine gone")
+    finally:
+        sweep.kill()
+    status = json.loads(folder.status_file.read_text())
+    print(f"\nSIGINT: engine group gone {seconds:.1f} s after the interrupt; {status['done']} requests kept")
+    assert status["state"] == "incomplete" and status["error"].startswith("KeyboardInterrupt")
+    assert len(read_records(folder.requests_file)) >= 1
+
+
+def test_kit_killed_mid_run_leaves_no_engine_and_no_half_record(math500_path) -> None:
+    config = _config(math500_path, "kit-killed")
+    folder = plan_runs(config, "01_greedy")[0][0].folder()
+    sweep = _start_sweep_process(math500_path, "kit-killed")
+    try:
+        _wait_for(lambda: folder.requests_file.exists() and len(read_records(folder.requests_file)) >= 2,
+                  300, "two finished requests")
+        pid = _engine_pid(folder.engine_log)
+        sweep.kill()  # SIGKILL: no cleanup code of the kit runs
+        seconds = _wait_for(lambda: not process_group_alive(pid), 60, "the orphaned engine to exit")
+    finally:
+        sweep.kill()
+    kept = len(read_records(folder.requests_file, repair=True))
+    outcome = run_sweep(config, "01_greedy")
+    ids = [r["request_id"] for r in read_records(folder.requests_file)]
+    print(f"\nkit SIGKILL: engine gone after {seconds:.1f} s; {kept} requests kept; resume: {outcome['outcome'][0]}")
+    assert len(ids) == len(set(ids)) == 6 and folder.is_complete()

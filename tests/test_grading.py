@@ -1,0 +1,86 @@
+"""The grading rule (strict vs lenient) on hand-written traces, and the grader under hostile input."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from tts_utils.grading import GradeItem, Grader, final_answer_part
+
+COMPLETE = "Let me add: 3 + 4 = 7.\n</think>\nThe answer is $\\boxed{7}$."
+# Cut off by the budget: the gold value appears mid-reasoning, but the reasoning never ended.
+TRUNCATED = "We try x = 7, so \\boxed{7} maybe. Wait, let me re-check the case where x"
+WRONG_AFTER_THINK = "Perhaps 7.\n</think>\n\\boxed{8}"
+S1_COMPLETE = "<|im_start|>think\nsum is 12<|im_start|>answer\nAnswer: $\\boxed{12}$"
+
+
+@pytest.fixture(scope="module")
+def grader():
+    with Grader(item_timeout_s=10.0) as instance:
+        yield instance
+
+
+def test_complete_trace_counts_under_both_rules(grader: Grader) -> None:
+    grade = grader.grade(GradeItem(COMPLETE, "7", "</think>"))
+    assert (grade.strict_correct, grade.lenient_correct, grade.reasoning_finished) == (True, True, True)
+    assert grade.status == "ok" and grade.strict_answer == "7"
+
+
+def test_truncated_trace_counts_only_under_the_lenient_rule(grader: Grader) -> None:
+    grade = grader.grade(GradeItem(TRUNCATED, "7", "</think>"))
+    assert grade.lenient_correct is True
+    assert grade.strict_correct is False and grade.reasoning_finished is False
+
+
+def test_wrong_final_answer_fails_strict(grader: Grader) -> None:
+    grade = grader.grade(GradeItem(WRONG_AFTER_THINK, "7", "</think>"))
+    assert grade.strict_correct is False and grade.strict_answer == "8"
+
+
+def test_s11_answer_marker_and_equivalent_forms(grader: Grader) -> None:
+    assert grader.grade(GradeItem(S1_COMPLETE, "12", "<|im_start|>answer")).strict_correct
+    assert grader.grade(GradeItem("</think> \\boxed{0.75}", "\\frac{3}{4}", "</think>")).strict_correct
+    assert not grader.grade(GradeItem("</think> \\boxed{0.76}", "\\frac{3}{4}", "</think>")).strict_correct
+
+
+def test_answer_part_is_after_the_last_marker() -> None:
+    assert final_answer_part("a</think>b</think>c", "</think>") == "c"
+    assert final_answer_part("no marker", "</think>") is None
+
+
+def _hostile_strings(count: int, seed: int = 0) -> list:
+    rng = random.Random(seed)
+    alphabet = "0123456789{}[]()^_\\$+-*/=.,;:!? abcxyzABC\n\t\\frac\\sqrt\\boxed"
+    fixed = [
+        "\\boxed{" * 100_000,                                  # ~700 KB of unclosed boxes
+        ("\\boxed{" * 150_000)[:1_000_000],                    # 1 MB of them
+        "</think>\\boxed{" + "9" * 50_000 + "}",               # a huge number
+        "</think>\\boxed{" + "{" * 5_000 + "1" + "}" * 5_000 + "}",  # deeply nested braces
+        "</think>$\\frac{1}{" + "\\frac{1}{" * 2_000 + "2" + "}" * 2_001 + "$",
+        "</think>\\boxed{10^{10^{10^{10^{10}}}}}",             # a tower of powers
+        "</think>\\boxed{\\left( \\right. \\begin{matrix}",     # unbalanced LaTeX
+        b"\xff\xfe\xfd</think>\\boxed{7}",                     # not UTF-8
+        "</think>\\boxed{\x00\x01\x02}",
+        "",
+    ]
+    random_strings = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 200))) for _ in range(count - len(fixed))]
+    return fixed + random_strings
+
+
+@pytest.mark.slow
+def test_ten_thousand_hostile_outputs_never_crash_or_hang() -> None:
+    items = _hostile_strings(10_000)
+    started = time.monotonic()
+    with Grader(item_timeout_s=5.0) as grader:
+        grades = [grader.grade(GradeItem(text, "7", "</think>")) for text in items]
+    elapsed = time.monotonic() - started
+    slowest = max(grades, key=lambda g: g.grade_s)
+    statuses = {g.status.split(":")[0] for g in grades}
+    print(f"\n10,000 hostile outputs graded in {elapsed:.1f} s; slowest item {slowest.grade_s:.2f} s "
+          f"({slowest.status}); statuses {sorted(statuses)}")
+    assert len(grades) == 10_000
+    assert statuses <= {"ok", "timeout", "crash", "error"}
+    assert slowest.grade_s < 5.0 + 31.0  # the timeout, plus a fresh worker's start on the first item
+    assert grades[7].strict_correct  # the non-UTF-8 item still grades its final answer

