@@ -128,20 +128,24 @@ SWEEP_SCRIPT = """
 import sys
 from tts_utils.config import StudyConfig
 from tts_utils.sweep import run_sweep
-config = StudyConfig.create(study=sys.argv[1], dataset=sys.argv[2], num_problems=6, budgets=[64, 512], cpu_kv_cache_gib=1)
+config = StudyConfig.create(study=sys.argv[1], dataset=sys.argv[2], num_problems=int(sys.argv[3]), budgets=[64, 512],
+                            cpu_kv_cache_gib=1)
 run_sweep(config, "01_greedy")
 """
 
 
-def _start_sweep_process(math500_path: Path, study: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", SWEEP_SCRIPT, study, str(math500_path)], cwd=REPO_ROOT,
+def _start_sweep_process(math500_path: Path, study: str, num_problems: int = 6) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", SWEEP_SCRIPT, study, str(math500_path), str(num_problems)],
+                            cwd=REPO_ROOT,
                             env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def test_interrupt_stops_the_engine_within_ten_seconds_and_keeps_work(math500_path) -> None:
-    config = _config(math500_path, "interrupted")
+    # 40 problems: a run of a minute or more, so the interrupt lands mid-run even on a busy machine.
+    config = StudyConfig.create(study="interrupted", dataset=str(math500_path), num_problems=40,
+                                budgets=[64, 512], cpu_kv_cache_gib=1)
     folder = plan_runs(config, "01_greedy")[0][0].folder()
-    sweep = _start_sweep_process(math500_path, "interrupted")
+    sweep = _start_sweep_process(math500_path, "interrupted", 40)
     try:
         _wait_for(lambda: folder.requests_file.exists() and len(read_records(folder.requests_file)) >= 1,
                   300, "a finished request")

@@ -32,8 +32,20 @@ def _log2_budget_axis(axes) -> None:
         ax.set_xscale("log", base=2)
 
 
+def _no_accuracy(title: str, path: Path):
+    """System-only studies have no accuracy: say so in the figure instead of drawing nothing."""
+    figure, ax = plt.subplots(figsize=(7.5, 3))
+    ax.axis("off")
+    ax.text(0.5, 0.5, "No accuracy in this study:\nsystem-only runs use random weights.", ha="center",
+            va="center", fontsize=16)
+    ax.set_title(title)
+    return _save(figure, path)
+
+
 def accuracy_vs_budget(table: pd.DataFrame, title: str, path: Path):
     """Strict and lenient accuracy of the baseline at TP=1, per model."""
+    if table["accuracy_strict"].isna().all():
+        return _no_accuracy(title, path)
     frame = table[(table["method"] == "baseline") & (table["tensor_parallel_size"] == 1)]
     long = frame.melt(id_vars=["model", "budget_tokens"], value_vars=["accuracy_strict", "accuracy_lenient"],
                       var_name="rule", value_name="accuracy")
@@ -58,6 +70,8 @@ def metric_vs_budget(table: pd.DataFrame, metric: str, label: str, title: str, p
 
 def accuracy_vs_cost(table: pd.DataFrame, cost: str, label: str, title: str, path: Path):
     """Accuracy against a system cost for every configuration; the Pareto frontier as a line."""
+    if table["accuracy_strict"].isna().all():
+        return _no_accuracy(title, path)
     frame = table.copy()
     frame["pareto"] = pareto_front(frame, cost, "accuracy_strict")
     figure, ax = plt.subplots(figsize=(7.5, 4.5))

@@ -43,6 +43,23 @@ def speculation_stats(counter_deltas: dict[str, float]) -> dict[str, float]:
     }
 
 
+def engine_timings(counter_deltas: dict[str, float]) -> dict[str, float]:
+    """Mean request timings as the engine itself measured them (NaN when it reports none)."""
+
+    def mean(histogram: str) -> float:
+        count = counter_deltas.get(f"{histogram}_count", 0.0)
+        return counter_deltas.get(f"{histogram}_sum", 0.0) / count if count else math.nan
+
+    per_token = mean("vllm:request_time_per_output_token_seconds")
+    if math.isnan(per_token):
+        per_token = mean("vllm:inter_token_latency_seconds")
+    return {
+        "engine_mean_e2e_latency_s": mean("vllm:e2e_request_latency_seconds"),
+        "engine_mean_ttft_s": mean("vllm:time_to_first_token_seconds"),
+        "engine_mean_tpot_ms": per_token * 1000.0,
+    }
+
+
 def summarise(rows: pd.DataFrame, group_by: list[str]) -> pd.DataFrame:
     """Aggregate per-request-per-budget rows into one row per configuration and budget."""
     grouped = rows.groupby(group_by, dropna=False, sort=True)

@@ -26,6 +26,13 @@ METRIC_COUNTERS = (
     "vllm:spec_decode_num_draft_tokens_total",
     "vllm:spec_decode_num_accepted_tokens_total",
 )
+# The engine's own request timings (histogram sums and counts): the reference for harness overhead.
+ENGINE_HISTOGRAMS = (
+    "vllm:e2e_request_latency_seconds",
+    "vllm:time_to_first_token_seconds",
+    "vllm:request_time_per_output_token_seconds",
+    "vllm:inter_token_latency_seconds",
+)
 
 
 @dataclass(frozen=True)
@@ -206,14 +213,17 @@ def detokenize(client: httpx.Client, base_url: str, served_name: str, token_ids:
 
 
 def read_counters(client: httpx.Client, base_url: str) -> dict[str, float]:
-    """Current values of ``METRIC_COUNTERS`` (summed over label sets), plus per-position acceptance."""
+    """Current values of ``METRIC_COUNTERS`` and the sums and counts of ``ENGINE_HISTOGRAMS``
+    (summed over label sets), plus per-position acceptance."""
     response = client.get(f"{base_url}/metrics")
     response.raise_for_status()
     values: dict[str, float] = {}
     for family in text_string_to_metric_families(response.text):
         for sample in family.samples:
             name = sample.name
-            if name in METRIC_COUNTERS:
+            if name in METRIC_COUNTERS or (
+                name.endswith(("_sum", "_count")) and name.rsplit("_", 1)[0] in ENGINE_HISTOGRAMS
+            ):
                 values[name] = values.get(name, 0.0) + sample.value
             elif name == "vllm:spec_decode_num_accepted_tokens_per_pos_total":
                 key = f"{name}[{sample.labels.get('position', '?')}]"

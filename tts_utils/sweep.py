@@ -26,7 +26,13 @@ from tts_utils.data import ProblemSet, load_problems
 from tts_utils.engine import EngineConfig, EngineStartError, SpeculativeConfig, VLLMServer, check_memory
 from tts_utils.grading import GradeItem, Grader
 from tts_utils.hardware import detect
-from tts_utils.metrics import cost_per_token, speculation_stats, summarise, time_per_output_token
+from tts_utils.metrics import (
+    cost_per_token,
+    engine_timings,
+    speculation_stats,
+    summarise,
+    time_per_output_token,
+)
 from tts_utils.model_source import ModelSource, load_model_config, load_tokenizer, resolve
 from tts_utils.models import ModelSpec, get_model
 from tts_utils.paths import study_dir
@@ -290,8 +296,16 @@ def finalize(plan: RunPlan, folder: RunFolder, budget_mode: str) -> None:
     for segment in segments:
         for name, value in segment.get("counters", {}).items():
             counters[name] += value
-    for name, value in speculation_stats(counters).items():
+    for name, value in {**speculation_stats(counters), **engine_timings(counters)}.items():
         summary[name] = value
+    # The measured requests all ran at the largest budget (one-pass), so compare there: how much
+    # longer the kit saw each request than the engine did (HTTP, streaming, client parsing).
+    at_max = summary["budget_tokens"] == max(plan.budgets)
+    summary["harness_overhead_pct"] = float("nan")
+    if budget_mode == "one-pass":
+        summary.loc[at_max, "harness_overhead_pct"] = (
+            summary.loc[at_max, "mean_e2e_latency_s"] / summary.loc[at_max, "engine_mean_e2e_latency_s"] - 1.0
+        ) * 100.0
     summary["budget_mode"] = budget_mode
     summary["engine_version"] = engine_version
     summary["engine_startup_s"] = segments[-1].get("engine_startup_s") if segments else None
@@ -360,3 +374,31 @@ def run_sweep(config: StudyConfig, notebook: str) -> pd.DataFrame:
     if failures:
         raise SweepError(f"{len(failures)} of {len(plans)} runs failed: " + "; ".join(failures))
     return pd.DataFrame(outcomes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tts_utils.sweep 01_greedy [--profile P] [--set k=v]``: a sweep without Jupyter."""
+    import argparse
+    import sys
+
+    from tts_utils.pipeline import parse_overrides, resolve_parameters
+
+    parser = argparse.ArgumentParser(prog="python -m tts_utils.sweep", description=main.__doc__)
+    parser.add_argument("notebook", choices=sorted(NOTEBOOK_METHODS))
+    parser.add_argument("--profile", default="auto")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        _, config = resolve_parameters(args.profile, parse_overrides(args.overrides))
+        print(run_sweep(config, args.notebook).to_string(index=False))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except SweepError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
