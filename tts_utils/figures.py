@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+# No backend is forced: kernels (JupyterLab, papermill) draw inline, so each figure shows in the
+# report; plain scripts without a display fall back to Agg by themselves.
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")  # headless papermill runs; notebooks still show the returned figures
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from tts_utils.analysis import pareto_front  # noqa: E402
+from tts_utils.analysis import pareto_front
+from tts_utils.models import get_model
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -60,7 +60,8 @@ def accuracy_vs_budget(table: pd.DataFrame, title: str, path: Path):
 
 def metric_vs_budget(table: pd.DataFrame, metric: str, label: str, title: str, path: Path):
     """A latency or cost metric against budget, one line per configuration, one panel per model."""
-    grid = sns.relplot(data=table, x="budget_tokens", y=metric, hue="configuration", col="model",
+    models = sorted(table["model"].unique(), key=lambda key: get_model(key).params_billion)
+    grid = sns.relplot(data=table, x="budget_tokens", y=metric, hue="configuration", col="model", col_order=models,
                        kind="line", marker="o", height=3.6, aspect=1.2, facet_kws={"sharey": False})
     grid.set_axis_labels("output budget (tokens, log2)", label)
     _log2_budget_axis(grid.axes.flat)
