@@ -181,35 +181,30 @@ def run_requests(
     pending: set[Future] = set()
     stop = threading.Event()
     spec_iter: Iterator[RequestSpec] = iter(specs)
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="tts-request") as pool:
-        try:
-            while True:
-                while len(pending) < concurrency and not stop.is_set():
-                    spec = next(spec_iter, None)
-                    if spec is None:
-                        stop.set()
-                        break
-                    pending.add(pool.submit(stream_one, client, base_url, served_name, spec, sampling))
-                if not pending:
-                    return done
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    on_record(future.result())
-                    done += 1
-                    if progress is not None:
-                        progress()
-        except BaseException:
-            stop.set()
-            for future in pending:
-                future.cancel()
-            raise
-
-
-def detokenize(client: httpx.Client, base_url: str, served_name: str, token_ids: list[int]) -> str:
-    """Text of a token prefix, by the engine's own tokenizer."""
-    response = client.post(f"{base_url}/detokenize", json={"model": served_name, "tokens": token_ids})
-    response.raise_for_status()
-    return response.json()["prompt"]
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="tts-request")
+    try:
+        while True:
+            while len(pending) < concurrency and not stop.is_set():
+                spec = next(spec_iter, None)
+                if spec is None:
+                    stop.set()
+                    break
+                pending.add(pool.submit(stream_one, client, base_url, served_name, spec, sampling))
+            if not pending:
+                pool.shutdown(wait=True)
+                return done
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                on_record(future.result())
+                done += 1
+                if progress is not None:
+                    progress()
+    except BaseException:
+        # Do not wait for requests in flight: on an interrupt the engine is stopped next, which
+        # ends their streams; waiting here would hold the interrupt for a whole answer.
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
 
 
 def read_counters(client: httpx.Client, base_url: str) -> dict[str, float]:
