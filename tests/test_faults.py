@@ -153,7 +153,8 @@ def test_interrupt_stops_the_engine_within_ten_seconds_and_keeps_work(math500_pa
             run_sweep(config, "01_greedy")
         pid = _engine_pid(folder.engine_log)
         sweep.send_signal(signal.SIGINT)
-        seconds = _wait_for(lambda: sweep.poll() is not None and not process_group_alive(pid), 10, "engine gone")
+        seconds = _wait_for(lambda: not process_group_alive(pid), 10, "the engine's process group to exit")
+        _wait_for(lambda: sweep.poll() is not None, 30, "the interrupted sweep to exit")
     finally:
         sweep.kill()
     status = json.loads(folder.status_file.read_text())

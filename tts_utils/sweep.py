@@ -217,8 +217,10 @@ def _engine_session(plan: RunPlan, folder: RunFolder, budget_mode: str | None) -
         return budget_mode or "one-pass"
     folder.set_status("running", budget_mode=budget_mode, done=len(done))
     session = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "provenance": provenance.collect()}
-    with VLLMServer(plan.engine, folder.engine_log, startup_timeout_s=plan.startup_timeout_s) as server, \
-            make_client(server.headers) as client:
+    server = VLLMServer(plan.engine, folder.engine_log, startup_timeout_s=plan.startup_timeout_s)
+    # The client is entered first so that it closes last: on an interrupt the engine stops first,
+    # which ends any stream in flight, instead of the client waiting on that stream.
+    with make_client(server.headers) as client, server:
         session["engine_startup_s"] = server.startup_s
         session["engine_version"] = client.get(f"{server.base_url}/version").json().get("version")
         _warm_up(client, server, plan)
