@@ -124,8 +124,12 @@ def test_engine_killed_mid_run_keeps_finished_requests_and_resumes(math500_path)
     assert folder.is_complete() and not folder.failure_file.exists()
 
 
+# A shell's background job starts with SIGINT ignored, and Python then never turns SIGINT into
+# KeyboardInterrupt; restore the terminal's behaviour, as in a user's foreground run or a kernel.
 SWEEP_SCRIPT = """
+import signal
 import sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from tts_utils.config import StudyConfig
 from tts_utils.sweep import run_sweep
 config = StudyConfig.create(study=sys.argv[1], dataset=sys.argv[2], num_problems=int(sys.argv[3]), budgets=[64, 512],
