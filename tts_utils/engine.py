@@ -267,9 +267,6 @@ class VLLMServer:
                     )
                 time.sleep(0.5)
 
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
     def stop(self, grace_s: float = 3.0) -> None:
         """Terminate the whole process group: SIGTERM, then SIGKILL after ``grace_s``."""
         if self.process is None:

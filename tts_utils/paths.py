@@ -15,7 +15,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = REPO_ROOT / "tts_utils"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PARAMS_DIR = REPO_ROOT / "params"
-REFERENCE_DIR = REPO_ROOT / "reference_results"
 MODEL_SHAPES_DIR = PACKAGE_DIR / "model_shapes"
 BUILTIN_PROBLEMS_FILE = PACKAGE_DIR / "builtin_problems.jsonl"
 
