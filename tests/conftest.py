@@ -1,4 +1,5 @@
-"""Shared fixtures: MATH500 from ../shared, a per-test outputs folder, one greedy tiny-model server."""
+"""Shared fixtures: MATH500 and traces from ../shared, a per-test outputs folder, and the tiny-model
+engines that tests share (one server per configuration for the whole session)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,36 @@ import pytest
 
 from tts_utils.paths import REPO_ROOT
 
-MATH500 = Path(os.environ.get("TTS_MATH500", REPO_ROOT.parent / "shared" / "data" / "math500.jsonl"))
+SHARED = REPO_ROOT.parent / "shared"
+MATH500 = Path(os.environ.get("TTS_MATH500", SHARED / "data" / "math500.jsonl"))
+TRACES = Path(os.environ.get("TTS_TRACES", SHARED / "data" / "traces"))
+R1_TOKENIZER = Path(os.environ.get("TTS_R1_TOKENIZER", SHARED / "tokenizers" / "r1-distill-qwen"))
+
+
+def _shared(path: Path, variable: str) -> Path:
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs {path}")
+        pytest.skip(f"{path} not found (set {variable})")
+    return path
 
 
 @pytest.fixture(scope="session")
 def math500_path() -> Path:
     """The MATH500 file the tests use (never copied into the repo)."""
-    if not MATH500.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs MATH500 at {MATH500}")
-        pytest.skip(f"MATH500 not found at {MATH500} (set TTS_MATH500)")
-    return MATH500
+    return _shared(MATH500, "TTS_MATH500")
+
+
+@pytest.fixture(scope="session")
+def traces_dir() -> Path:
+    """Real R1-Distill-Qwen outputs (../shared/data/traces)."""
+    return _shared(TRACES, "TTS_TRACES")
+
+
+@pytest.fixture(scope="session")
+def r1_tokenizer_path() -> Path:
+    """The R1-Distill-Qwen tokenizer (../shared/tokenizers/r1-distill-qwen)."""
+    return _shared(R1_TOKENIZER, "TTS_R1_TOKENIZER")
 
 
 @pytest.fixture(autouse=True)
@@ -38,11 +58,29 @@ def tiny_model_path() -> Path:
 
 
 @pytest.fixture(scope="session")
-def greedy_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory):
-    """The real vLLM CPU engine, greedy, TP=1, on the tiny model; started once per session."""
+def tiny_tokenizer(tiny_model_path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_path)
+
+
+def _server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory, **engine):
     from tts_utils.engine import EngineConfig, VLLMServer
 
-    config = EngineConfig(str(tiny_model_path), "tiny", max_model_len=2048, cpu_kv_cache_gib=1)
+    config = EngineConfig(str(tiny_model_path), "tiny", max_model_len=2048, cpu_kv_cache_gib=1, **engine)
     with VLLMServer(config, tmp_path_factory.mktemp("engine") / "engine.log") as server:
         yield server
 
+
+@pytest.fixture(scope="session")
+def greedy_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The real vLLM CPU engine, greedy, TP=1, on the tiny model; started once per session."""
+    yield from _server(tiny_model_path, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def ngram_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The same engine with the paper's n-gram speculation (5 tokens, look-up 1..4)."""
+    from tts_utils.engine import SpeculativeConfig
+
+    yield from _server(tiny_model_path, tmp_path_factory, speculative=SpeculativeConfig(5, 1, 4))

@@ -100,6 +100,9 @@ def build_payload(served_name: str, spec: RequestSpec, sampling: SamplingConfig)
         "return_token_ids": True,
         # Keep reasoning markers such as "<|im_start|>answer" in the text the grader reads.
         "skip_special_tokens": False,
+        # The prompt templates spell out their special tokens (BOS included); adding them again
+        # would give the R1 distills a second BOS.
+        "add_special_tokens": False,
         "ignore_eos": sampling.ignore_eos,
     }
 

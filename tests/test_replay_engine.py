@@ -1,0 +1,67 @@
+"""Replay against the real vLLM CPU engine: replayed n-gram steps are the engine's steps, exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tts_utils.data import load_problems
+from tts_utils.models import get_model
+from tts_utils.replay import NgramSettings, replay_steps
+from tts_utils.runner import RequestSpec, SamplingConfig, counter_delta, make_client, read_counters, stream_one
+
+pytestmark = pytest.mark.engine
+
+SPEC = "vllm:spec_decode_num_"
+
+
+def _prompts(math500_path) -> list[str]:
+    """Three real problems: the first steps of each fail some drafts before random weights fall
+    into the loop that accepts nearly every draft."""
+    template = get_model("tiny").prompt
+    return [template(p.problem) for p in load_problems(str(math500_path), 3, 11).problems]
+
+
+def test_replayed_steps_equal_streamed_chunks_and_engine_counters(ngram_server, tiny_tokenizer, math500_path) -> None:
+    budget, settings = 200, NgramSettings(5, 1, 4)
+    sampling = SamplingConfig(ignore_eos=True)
+    totals = {"drafts": 0, "failed": 0, "steps": 0, "merged": 0}
+    with make_client(ngram_server.headers) as client:
+        for index, prompt in enumerate(_prompts(math500_path)):
+            # A longer run first: its tokens past the budget are what the engine verified the last
+            # drafts against (greedy output has the same prefix at any max_tokens).
+            long = stream_one(client, ngram_server.base_url, "tiny", RequestSpec("long", "p", 0, prompt, budget + 40),
+                              sampling)
+            before = read_counters(client, ngram_server.base_url)
+            run = stream_one(client, ngram_server.base_url, "tiny", RequestSpec(f"r{index}", "p", 0, prompt, budget),
+                             sampling)
+            delta = counter_delta(before, read_counters(client, ngram_server.base_url))
+            prompt_ids = tiny_tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            assert len(prompt_ids) == run.prompt_tokens and run.token_ids == long.token_ids[:budget]
+
+            steps = replay_steps(prompt_ids, long.token_ids, settings)
+            count = int(np.searchsorted(steps.produced, budget) + 1)
+            replayed = steps.emitted[:count].tolist()
+            replayed[-1] -= int(steps.produced[count - 1]) - budget  # the engine stops at max_tokens
+            # One chunk per engine step, unless the server's output loop fell behind and merged
+            # consecutive steps into one chunk (seen on a loaded 2-core machine): then every chunk
+            # still ends exactly where a replayed step ends.
+            step_ends = np.cumsum(replayed).tolist()
+            assert set(run.chunk_tokens) <= set(step_ends), f"prompt {index}: a chunk ends inside a replayed step"
+            totals["steps"] += len(step_ends)
+            totals["merged"] += len(step_ends) - len(run.chunk_tokens)
+            if len(run.chunk_tokens) == len(step_ends):
+                assert np.diff([0, *run.chunk_tokens]).tolist() == replayed
+
+            drafts, accepted = steps.draft_tokens[1:count], steps.accepted[1:count]
+            assert delta[f"{SPEC}drafts_total"] == (drafts > 0).sum()
+            assert delta[f"{SPEC}draft_tokens_total"] == drafts.sum()
+            assert delta[f"{SPEC}accepted_tokens_total"] == accepted.sum()
+            for position in range(settings.num_speculative_tokens):
+                assert delta[f"{SPEC}accepted_tokens_per_pos_total[{position}]"] == (accepted > position).sum()
+            totals["drafts"] += int((drafts > 0).sum())
+            totals["failed"] += int((accepted < drafts).sum())
+    print(f"\nreplay = engine on 3 prompts: {totals['steps']} steps ({totals['merged']} streamed merged with the "
+          f"next), {totals['drafts']} drafts, {totals['failed']} of them failed")
+    assert totals["failed"] >= 3, "the prompts should make some drafts fail"
+    assert totals["merged"] <= totals["steps"] // 10, "most steps should stream as chunks of their own"
