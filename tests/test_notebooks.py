@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 import pytest
 
 from tts_utils.paths import NOTEBOOKS_DIR, REPO_ROOT
 from tts_utils.pipeline import CHAIN
+from tts_utils.report import unexpected_stderr
 
 pytestmark = pytest.mark.engine
 
@@ -22,16 +25,30 @@ def _run(args: list[str], outputs_dir: Path, timeout: int = 1500) -> subprocess.
     return subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_reproduce_runs_the_whole_chain_on_the_embedded_default(outputs_dir, math500_path, tmp_path) -> None:
+def test_reproduce_runs_the_whole_chain_on_the_embedded_default(outputs_dir, math500_path, tmp_path, traces_dir,
+                                                               r1_tokenizer_path) -> None:
+    traces = traces_dir / "r1-distill-qwen-1.5b.math500-first100.t0.6.jsonl"
     result = _run([sys.executable, "-m", "tts_utils.pipeline", "reproduce", "--profile", "smoke",
-                   "--set", f"dataset={math500_path}"], outputs_dir)
+                   "--set", f"dataset={math500_path}", "--set", f"trace_sets=[1.5b={traces}]",
+                   "--set", f"trace_tokenizer={r1_tokenizer_path}"], outputs_dir)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "EMBEDDED DEFAULT" in result.stdout and "Report: " in result.stdout
 
     reports = outputs_dir / "reports" / "smoke"
     for name in CHAIN:
         assert (reports / f"{name}.ipynb").exists() and (reports / f"{name}.html").stat().st_size > 50_000
+        # A clean report has no stderr box: no tqdm warning, no per-update progress lines, no library bars.
+        stray = unexpected_stderr(nbformat.read(reports / f"{name}.ipynb", as_version=4))
+        assert not stray, f"{name}: {stray}"
     assert "skipped: TP=4 needs 4 devices" in (reports / "02_tp.html").read_text()
+    spec_report = (reports / "03_spec.html").read_text()
+    assert re.search(r"tiny-ngram-spec-tp1-\w+: 8/8 req in [\d.]+ s", spec_report)
+    assert spec_report.count("unreachable from here") <= 1  # the fallback warning, if any, once
+    landing = (reports / "index.html").read_text()
+    assert "EMBEDDED DEFAULT" in landing and "profile</dt><dd>smoke" in landing
+    assert landing.count("data:image/png;base64,") >= 3 and 'class="verdict' in landing
+    assert all(f'href="{name}.html"' in landing for name in CHAIN)
+    assert "#### ok" in (reports / "chain.log").read_text()
 
     runs = sorted(p for p in (outputs_dir / "runs" / "smoke").iterdir() if p.is_dir())
     assert [p.name.rsplit("-", 1)[0] for p in runs] == ["tiny-baseline-tp1", "tiny-baseline-tp2", "tiny-ngram-spec-tp1"]
@@ -52,7 +69,15 @@ def test_reproduce_runs_the_whole_chain_on_the_embedded_default(outputs_dir, mat
     for name in ("accuracy_vs_budget", "latency_vs_budget", "cost_vs_budget", "accuracy_vs_latency", "accuracy_vs_cost"):
         assert (figures / f"{name}.png").stat().st_size > 10_000
     claims = pd.read_csv(figures / "claims.csv")
-    assert len(claims) == 5 and set(claims["verdict"]) <= {"holds", "does not hold", "not enough data"}
+    assert len(claims) == 5 and set(claims["verdict"]) <= {"holds", "does not hold", "inconclusive", "not enough data"}
+    # The real-trace section: the shipped 1.5B traces replayed and graded, the step-cost model fitted.
+    replays = list((outputs_dir / "replays" / "smoke").glob("1.5b-*/replay.json"))
+    assert len(replays) == 1 and (figures / "real_traces.png").stat().st_size > 10_000
+    summary = pd.DataFrame(json.loads(replays[0].read_text())["summary"]).set_index("budget_tokens")
+    assert summary.loc[16384, "accuracy_strict"] == pytest.approx(0.80) and summary.loc[16384, "traces"] == 100
+    validation = pd.read_csv(figures / "step_cost_validation.csv")
+    print("\nstep-cost validation on CPU:\n" + validation.to_string())
+    assert len(validation) and validation["error"].abs().max() < 0.25
     assert len(pd.read_csv(figures / "table.csv")) == 3 * 4
 
     # The user's one-notebook command: papermill with an output path anywhere, defaults for the rest.
@@ -73,4 +98,10 @@ def test_a_failing_notebook_names_its_cell_and_keeps_the_partial_notebook(output
                    "--set", "study=empty"], outputs_dir, timeout=300)
     assert result.returncode == 1
     assert "04_analysis failed in cell" in result.stderr and "no complete runs in study 'empty'" in result.stderr
-    assert (outputs_dir / "reports" / "empty" / "04_analysis.ipynb").exists()
+    reports = outputs_dir / "reports" / "empty"
+    assert (reports / "04_analysis.ipynb").exists()
+    # The failure is kept: the chain log holds the cell's traceback and the console names the log.
+    assert f"chain log: {reports / 'chain.log'}" in result.stderr
+    log = (reports / "chain.log").read_text()
+    assert "AssertionError" in log and "no complete runs in study 'empty'" in log and "#### failed" in log
+    assert "04_analysis failed" in (reports / "index.html").read_text()

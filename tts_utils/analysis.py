@@ -1,48 +1,101 @@
-"""Tables, Pareto frontiers and the paper's claims, re-tested on whatever results a study holds.
+"""Tables, Pareto frontiers and the paper's claims, re-tested with 95% intervals on a study's results.
 
-Every verdict is ``holds``, ``does not hold`` or ``not enough data``, with the numbers that
-decided it. Used by 04_analysis (which only reads result files, through store.load_study).
+Every number in the table carries a bootstrap interval over problems (``intervals``), and dollar
+columns when a price is given (``prices``: prices are inputs, not measurements). Every verdict is
+decided by an interval against a threshold: ``holds`` (the whole interval on the claim's side),
+``does not hold`` (wholly on the other side), ``inconclusive`` (it spans the threshold) or ``not
+enough data``; the claims table shows the interval that decided. Used by 04_analysis (which only
+reads result files, through store.load_study).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from tts_utils.intervals import Interval, configuration_intervals, joint_interval, paired_ratio
 from tts_utils.models import get_model
+from tts_utils.prices import resolve_price, usd_per_correct_answer, usd_per_million_tokens
 
-HOLDS, FAILS, UNKNOWN = "holds", "does not hold", "not enough data"
+HOLDS, FAILS, INCONCLUSIVE, UNKNOWN = "holds", "does not hold", "inconclusive", "not enough data"
+VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, UNKNOWN)
 # The compute-only rule looks for the cheapest configuration within this share of the best accuracy.
 ACCURACY_TARGET_SHARE = 0.95
+# Metrics whose 95% interval the table carries as <metric>_lo / <metric>_hi.
+INTERVAL_METRICS = ("accuracy_strict", "accuracy_lenient", "mean_e2e_latency_s", "cost_gpu_s_per_token",
+                    "gpu_s_per_request", "gpu_s_per_correct", "energy_j_per_token")
+CLAIMS = ("Accuracy gains flatten as the output budget grows", "Speculative decoding lowers latency at every budget",
+          "Tensor parallelism has diminishing returns", "For the smallest model, more GPUs are slower",
+          "Compute-optimal is not system-optimal")
 
 
-def configuration_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """One row per model x method x TP x budget: the numbers behind every figure."""
+def _keys(frame: pd.DataFrame) -> list[str]:
+    """What identifies a configuration; a later ``acceptance`` column (engine or synthetic) splits it."""
+    return ["model", "method", "tensor_parallel_size", "budget_tokens"] + (["acceptance"] if "acceptance" in frame else [])
+
+
+def configuration_table(rows: pd.DataFrame, summary: pd.DataFrame, gpu_hour_usd: float | None = None) -> pd.DataFrame:
+    """One row per model x method x TP x budget: the numbers behind every figure, with 95% intervals.
+
+    ``rows`` are the per-request rows (``StudyResults.rows``), ``summary`` the per-budget summaries.
+    ``gpu_hour_usd``: None leaves dollars out; 0 prices each row's hardware from the list-price table
+    (ConfigError if it is not there); a positive value is the price of one device-hour.
+    """
     if summary.empty:
         return summary
     table = summary.copy()
     table["configuration"] = table["method"] + " TP" + table["tensor_parallel_size"].astype(str)
     table["gpu_s_per_request"] = table["cost_gpu_s_per_token"] * table["mean_output_tokens"]
+    table["gpu_s_per_correct"] = table["gpu_s_per_request"] / table["accuracy_strict"].where(table["accuracy_strict"] > 0)
     table["compute_tflop_per_request"] = [
         2.0 * get_model(m).params_billion * 1e9 * tokens / 1e12
         for m, tokens in zip(table["model"], table["mean_output_tokens"])
     ]
-    keys = ["model", "method", "tensor_parallel_size", "budget_tokens"]
-    duplicated = table.duplicated(keys, keep=False)
+    duplicated = table.duplicated(_keys(table), keep=False)
     if duplicated.any():
         print(f"!! {int(duplicated.sum())} rows share model/method/TP/budget (runs with other settings); "
               "keeping the most recent run of each.")
-        table = table.drop_duplicates(keys, keep="last")
-    columns = ["model", "configuration", "method", "tensor_parallel_size", "budget_tokens", "num_requests",
-               "accuracy_strict", "accuracy_lenient", "mean_output_tokens", "mean_e2e_latency_s",
+        table = table.drop_duplicates(_keys(table), keep="last")
+    by = ["run_name", "budget_tokens"] + (["acceptance"] if "acceptance" in table and "acceptance" in rows else [])
+    statistics = [m for m in INTERVAL_METRICS if m != "energy_j_per_token" or ("energy_j" in rows and m in table)]
+    table = table.merge(configuration_intervals(rows, statistics, by) if not rows.empty else table[by].head(0),
+                        on=by, how="left")
+    for metric in statistics:
+        for bound in ("lo", "hi"):
+            table[f"{metric}_{bound}"] = table.get(f"{metric}_{bound}", math.nan)
+    if gpu_hour_usd is not None:
+        table = add_dollars(table, gpu_hour_usd)
+    columns = ["model", "configuration", "method", "tensor_parallel_size", "acceptance", "budget_tokens",
+               "num_requests", "accuracy_strict", "accuracy_lenient", "mean_output_tokens", "mean_e2e_latency_s",
                "p90_e2e_latency_s", "mean_ttft_s", "mean_tpot_ms", "tokens_per_s", "cost_gpu_s_per_token",
-               "gpu_s_per_request", "compute_tflop_per_request", "spec_acceptance_rate",
-               "spec_mean_acceptance_length", "system_only", "hardware", "run_name"]
-    return table[[c for c in columns if c in table]].sort_values(
-        ["model", "method", "tensor_parallel_size", "budget_tokens"]).reset_index(drop=True)
+               "gpu_s_per_request", "gpu_s_per_correct", "energy_j_per_token", "usd_per_million_output_tokens",
+               "usd_per_correct_answer", "usd_per_gpu_hour", "price_source", "compute_tflop_per_request",
+               "spec_acceptance_rate", "spec_mean_acceptance_length", "system_only", "hardware", "run_name"]
+    ordered = [name for column in columns for name in (column, f"{column}_lo", f"{column}_hi") if name in table]
+    return table[ordered].sort_values(_keys(table)).reset_index(drop=True)
+
+
+def add_dollars(table: pd.DataFrame, gpu_hour_usd: float) -> pd.DataFrame:
+    """Dollars per million output tokens and per strictly correct answer, with their intervals.
+
+    The price is a constant input, so an interval in dollars is the GPU-seconds interval times it.
+    """
+    prices = {hardware: resolve_price(hardware, gpu_hour_usd) for hardware in table["hardware"].unique()}
+    table = table.copy()
+    table["usd_per_gpu_hour"] = table["hardware"].map(lambda h: prices[h].usd_per_hour)
+    table["price_source"] = table["hardware"].map(lambda h: prices[h].source)
+    for suffix in ("", "_lo", "_hi"):
+        table[f"usd_per_million_output_tokens{suffix}"] = usd_per_million_tokens(
+            table[f"cost_gpu_s_per_token{suffix}"], table["usd_per_gpu_hour"])
+    table["usd_per_correct_answer"] = [usd_per_correct_answer(g, a, p) for g, a, p in zip(
+        table["gpu_s_per_request"], table["accuracy_strict"], table["usd_per_gpu_hour"])]
+    for suffix in ("_lo", "_hi"):
+        table[f"usd_per_correct_answer{suffix}"] = table[f"gpu_s_per_correct{suffix}"] * table["usd_per_gpu_hour"] / 3600
+    return table
 
 
 def pareto_front(frame: pd.DataFrame, cost: str, value: str) -> pd.Series:
@@ -58,25 +111,90 @@ def pareto_front(frame: pd.DataFrame, cost: str, value: str) -> pd.Series:
     return pd.Series(mask, index=frame.index)
 
 
+def decide(interval: Interval, threshold: float, holds_below: bool) -> str:
+    """The verdict rule: the whole interval on the claim's side of ``threshold`` holds, wholly on the
+    other side does not hold, an interval that spans it is inconclusive, no interval is not enough data."""
+    if not interval.known:
+        return UNKNOWN
+    if interval.high < threshold:
+        return HOLDS if holds_below else FAILS
+    if interval.low > threshold:
+        return FAILS if holds_below else HOLDS
+    return INCONCLUSIVE
+
+
+@dataclass(frozen=True)
+class Check:
+    """One interval tested against a threshold: what every verdict is decided from."""
+
+    label: str
+    interval: Interval
+    threshold: float
+    holds_below: bool
+
+    @property
+    def verdict(self) -> str:
+        return decide(self.interval, self.threshold, self.holds_below)
+
+    @property
+    def margin(self) -> float:
+        """How far the interval clears the threshold on the claim's side (negative if it does not)."""
+        return self.threshold - self.interval.high if self.holds_below else self.interval.low - self.threshold
+
+    def describe(self) -> str:
+        return f"{self.label} {self.interval} (holds if {'<' if self.holds_below else '>'} {self.threshold:g})"
+
+
 @dataclass(frozen=True)
 class Verdict:
     claim: str
     verdict: str
     evidence: str
+    interval: str = "none"
 
 
-def _combine(claim: str, per_model: dict[str, tuple[str, str]]) -> Verdict:
-    if not per_model:
-        return Verdict(claim, UNKNOWN, "no run covers it")
-    verdicts = {v for v, _ in per_model.values()}
-    evidence = "; ".join(f"{model}: {text}" for model, (_, text) in per_model.items())
-    if FAILS in verdicts:
-        return Verdict(claim, FAILS, evidence)
-    if verdicts == {HOLDS}:
-        return Verdict(claim, HOLDS, evidence)
+def all_must_hold(claim: str, checks: list[Check], evidence: str, missing: bool = False) -> Verdict:
+    """A claim made of parts that must all hold: a failing part decides, then an inconclusive one;
+    if all hold, the part that holds by the smallest margin is the interval shown."""
+    verdicts = [check.verdict for check in checks]
+    for decisive in (FAILS, INCONCLUSIVE):
+        if decisive in verdicts:
+            return Verdict(claim, decisive, evidence, checks[verdicts.index(decisive)].describe())
+    held = [check for check in checks if check.verdict == HOLDS]
+    if not held:
+        return Verdict(claim, UNKNOWN, evidence or "no run covers it", checks[0].describe() if checks else "none")
+    partial = missing or len(held) < len(checks)
+    return Verdict(claim, HOLDS, evidence + (" (some parts lack data)" if partial else ""),
+                   min(held, key=lambda c: c.margin).describe())
+
+
+def any_may_hold(claim: str, checks: list[Check], evidence: str) -> Verdict:
+    """A claim that holds if any part holds (the clearest one is shown); else inconclusive, else fails."""
+    verdicts = [check.verdict for check in checks]
     if HOLDS in verdicts:
-        return Verdict(claim, HOLDS, evidence + " (some models lack data)")
-    return Verdict(claim, UNKNOWN, evidence)
+        best = max((c for c in checks if c.verdict == HOLDS), key=lambda c: c.margin)
+        return Verdict(claim, HOLDS, evidence, best.describe())
+    for decisive in (INCONCLUSIVE, FAILS):
+        if decisive in verdicts:
+            return Verdict(claim, decisive, evidence, checks[verdicts.index(decisive)].describe())
+    return Verdict(claim, UNKNOWN, evidence, checks[0].describe() if checks else "none")
+
+
+def _rows_of(rows: pd.DataFrame, entry: pd.Series) -> pd.DataFrame:
+    """The request rows behind one table row (its run and budget, and acceptance source if any)."""
+    mask = (rows["run_name"] == entry["run_name"]) & (rows["budget_tokens"] == entry["budget_tokens"])
+    if "acceptance" in rows and "acceptance" in entry:
+        value = entry["acceptance"]
+        mask &= rows["acceptance"].isna() if pd.isna(value) else rows["acceptance"] == value
+    return rows[mask]
+
+
+def _select(table: pd.DataFrame, method: str, tp: int, model: str | None = None) -> pd.DataFrame:
+    """Table rows of one method at one TP size (one per budget), optionally of one model."""
+    frame = table[(table["method"] == method) & (table["tensor_parallel_size"] == tp)]
+    if model is not None:
+        frame = frame[frame["model"] == model].drop_duplicates("budget_tokens", keep="last")
+    return frame.sort_values("budget_tokens")
 
 
 def _has_accuracy(frame: pd.DataFrame) -> str | None:
@@ -88,96 +206,135 @@ def _has_accuracy(frame: pd.DataFrame) -> str | None:
     return None
 
 
-def claim_accuracy_flattens(table: pd.DataFrame) -> Verdict:
-    """Accuracy gains flatten with length: the last budget doubling gains less than the first."""
-    per_model = {}
-    for model, frame in table[(table["method"] == "baseline") & (table["tensor_parallel_size"] == 1)].groupby("model"):
-        frame = frame.sort_values("budget_tokens")
+def claim_accuracy_flattens(table: pd.DataFrame, rows: pd.DataFrame) -> Verdict:
+    """Accuracy gains flatten with length: the last budget step gains less than the first
+    (interval of last gain - first gain, problems resampled jointly across budgets, below 0)."""
+    checks, notes, missing = [], [], False
+    for model, frame in _select(table, "baseline", 1).groupby("model"):
+        frame = frame.drop_duplicates("budget_tokens", keep="last")
         reason = _has_accuracy(frame)
         if len(frame) < 3 or reason:
-            per_model[model] = (UNKNOWN, reason or f"{len(frame)} budgets (need 3)")
+            notes.append(f"{model}: {reason or f'{len(frame)} budgets (need 3)'}")
+            missing = True
             continue
-        accuracy = frame["accuracy_strict"].to_numpy()
-        gains = np.diff(accuracy)
-        text = "strict accuracy " + " -> ".join(f"{a:.3f}@{b}" for a, b in zip(accuracy, frame["budget_tokens"]))
-        per_model[model] = (HOLDS if gains[-1] < gains[0] else FAILS,
-                            f"{text}; first gain {gains[0]:+.3f}, last gain {gains[-1]:+.3f}")
-    return _combine("Accuracy gains flatten as the output budget grows", per_model)
+        groups = [_rows_of(rows, entry) for _, entry in frame.iterrows()]
+        change = joint_interval(groups, "accuracy_strict", lambda s: (s[-1] - s[-2]) - (s[1] - s[0]))
+        check = Check(f"{model} last gain - first gain", change, 0.0, holds_below=True)
+        checks.append(check)
+        path = " -> ".join(f"{a:.3f}@{b}" for a, b in zip(frame["accuracy_strict"], frame["budget_tokens"]))
+        notes.append(f"{model}: strict accuracy {path}; {check.describe()}")
+    return all_must_hold(CLAIMS[0], checks, "; ".join(notes), missing)
 
 
-def _latency(table: pd.DataFrame, model: str, method: str, tp: int) -> pd.Series:
-    frame = table[(table["model"] == model) & (table["method"] == method) & (table["tensor_parallel_size"] == tp)]
-    return frame.set_index("budget_tokens")["mean_e2e_latency_s"]
-
-
-def claim_speculation_faster(table: pd.DataFrame) -> Verdict:
-    """n-gram speculation has lower mean latency than baseline at every budget (both TP=1)."""
-    per_model = {}
-    for model in sorted(table["model"].unique()):
-        base, spec = _latency(table, model, "baseline", 1), _latency(table, model, "ngram-spec", 1)
-        shared = base.index.intersection(spec.index)
-        if shared.empty:
-            per_model[model] = (UNKNOWN, "needs baseline and ngram-spec at TP=1")
+def claim_speculation_faster(table: pd.DataFrame, rows: pd.DataFrame) -> Verdict:
+    """n-gram speculation has lower mean latency than baseline at every budget (both TP=1): the
+    interval of spec/baseline latency is below 1 at each budget. Split by ``acceptance`` if present."""
+    spec = _select(table, "ngram-spec", 1)
+    keys = ["model", "acceptance"] if "acceptance" in table else ["model"]
+    checks: list[Check] = []
+    notes = [f"{model}: needs baseline and ngram-spec at TP=1" for model in sorted(set(table["model"]) - set(spec["model"]))]
+    missing = bool(notes)
+    for key, spec_frame in spec.groupby(keys, dropna=False):
+        label = " ".join(str(part) for part in key)
+        base = _select(table, "baseline", 1, key[0]).set_index("budget_tokens", drop=False)
+        spec_frame = spec_frame.drop_duplicates("budget_tokens", keep="last").set_index("budget_tokens", drop=False)
+        shared = [b for b in spec_frame.index if b in base.index]
+        if not shared:
+            notes.append(f"{label}: needs baseline and ngram-spec at TP=1")
+            missing = True
             continue
-        ratios = spec[shared] / base[shared]
-        text = "spec/baseline latency " + ", ".join(f"{r:.2f}@{b}" for b, r in ratios.items())
-        per_model[model] = (HOLDS if (ratios < 1).all() else FAILS, text)
-    return _combine("Speculative decoding lowers latency at every budget", per_model)
+        parts = [Check(f"{label} spec/baseline latency @{b}",
+                       paired_ratio(_rows_of(rows, spec_frame.loc[b]), _rows_of(rows, base.loc[b]), "mean_e2e_latency_s"),
+                       1.0, holds_below=True) for b in shared]
+        checks += parts
+        notes.append(f"{label}: spec/baseline latency " + ", ".join(f"{c.interval}@{b}" for c, b in zip(parts, shared)))
+    return all_must_hold(CLAIMS[1], checks, "; ".join(notes), missing)
 
 
-def _tp_speedups(table: pd.DataFrame, model: str) -> dict[int, float]:
+def _tp_interval(table: pd.DataFrame, rows: pd.DataFrame, model: str, sizes: list[int],
+                 combine: Callable[[list[np.ndarray]], np.ndarray],
+                 statistic: str = "mean_e2e_latency_s") -> Interval | None:
+    """Joint interval over the baseline runs of one model at TP ``sizes``, on the budgets they share.
+
+    ``combine`` gets one (budgets x resamples) array of the statistic (mean latency) per TP size.
+    """
+    frames = [_select(table, "baseline", tp, model).set_index("budget_tokens", drop=False) for tp in sizes]
+    budgets = sorted(set.intersection(*(set(frame.index) for frame in frames)))
+    if not budgets:
+        return None
+    groups = [_rows_of(rows, frame.loc[budget]) for frame in frames for budget in budgets]
+    count = len(budgets)
+    return joint_interval(groups, statistic,
+                          lambda s: combine([s[i * count:(i + 1) * count] for i in range(len(sizes))]))
+
+
+def _tp_sizes(table: pd.DataFrame, model: str) -> list[int]:
+    sizes = table.loc[(table["model"] == model) & (table["method"] == "baseline"), "tensor_parallel_size"]
+    return sorted(int(tp) for tp in sizes.unique() if tp != 1)
+
+
+def _speedup(latency: list[np.ndarray]) -> np.ndarray:
     """Mean over budgets of latency(TP=1) / latency(TP=n)."""
-    base = _latency(table, model, "baseline", 1)
-    speedups = {}
-    for tp in sorted(table.loc[(table["model"] == model) & (table["method"] == "baseline"),
-                               "tensor_parallel_size"].unique()):
-        if tp == 1:
-            continue
-        other = _latency(table, model, "baseline", int(tp))
-        shared = base.index.intersection(other.index)
-        if not shared.empty:
-            speedups[int(tp)] = float((base[shared] / other[shared]).mean())
-    return speedups
+    return (latency[0] / latency[1]).mean(axis=0)
 
 
-def claim_tp_diminishing(table: pd.DataFrame) -> Verdict:
-    """TP has diminishing returns: speedup per GPU (efficiency) below 1 and falling with TP."""
-    per_model = {}
+def claim_tp_diminishing(table: pd.DataFrame, rows: pd.DataFrame) -> Verdict:
+    """TP has diminishing returns: efficiency (speedup / TP) below 1 at every TP>1 and falling with TP.
+    The evidence also gives the cost-per-token ratio to TP=1, with its interval."""
+    checks, notes, missing = [], [], False
     for model in sorted(table["model"].unique()):
-        speedups = _tp_speedups(table, model)
-        if not speedups:
-            per_model[model] = (UNKNOWN, "needs baseline at TP=1 and a larger TP")
+        parts, text, sizes = [], [], []
+        for tp in _tp_sizes(table, model):
+            speedup = _tp_interval(table, rows, model, [1, tp], _speedup)
+            if speedup is None:
+                continue
+            efficiency = Interval(speedup.estimate / tp, speedup.low / tp, speedup.high / tp, speedup.problems)
+            cost = _tp_interval(table, rows, model, [1, tp], lambda c: (c[1] / c[0]).mean(axis=0), "cost_gpu_s_per_token")
+            parts.append(Check(f"{model} TP{tp} efficiency", efficiency, 1.0, holds_below=True))
+            text.append(f"TP{tp}: speedup {speedup}x, efficiency {efficiency}, cost per token {cost}x TP1")
+            sizes.append(tp)
+        for small, large in zip(sizes, sizes[1:]):
+            falling = _tp_interval(table, rows, model, [1, small, large], lambda s, a=small, b=large: (
+                (s[0] / s[1]).mean(axis=0) / a - (s[0] / s[2]).mean(axis=0) / b))
+            if falling is not None:
+                parts.append(Check(f"{model} efficiency TP{small} - TP{large}", falling, 0.0, holds_below=False))
+                text.append(f"efficiency TP{small} - TP{large} {falling}")
+        if not parts:
+            notes.append(f"{model}: needs baseline at TP=1 and a larger TP")
+            missing = True
             continue
-        efficiency = {tp: s / tp for tp, s in speedups.items()}
-        falling = all(a >= b for a, b in zip(list(efficiency.values()), list(efficiency.values())[1:]))
-        text = ", ".join(f"TP{tp}: speedup {s:.2f}x, efficiency {efficiency[tp]:.2f}" for tp, s in speedups.items())
-        per_model[model] = (HOLDS if falling and all(e < 1 for e in efficiency.values()) else FAILS, text)
-    return _combine("Tensor parallelism has diminishing returns", per_model)
+        checks += parts
+        notes.append(f"{model}: " + ", ".join(text))
+    return all_must_hold(CLAIMS[2], checks, "; ".join(notes), missing)
 
 
-def claim_small_model_slower_with_tp(table: pd.DataFrame) -> Verdict:
-    """For the smallest model present, every TP>1 is slower than TP=1."""
+def claim_small_model_slower_with_tp(table: pd.DataFrame, rows: pd.DataFrame) -> Verdict:
+    """For the smallest model with several TP sizes, every TP>1 is slower than TP=1: the interval of
+    latency(TP=n) / latency(TP=1), averaged over budgets, is above 1."""
     models = sorted(table["model"].unique(), key=lambda m: get_model(m).params_billion)
     for model in models:
-        speedups = _tp_speedups(table, model)
-        if speedups:
-            text = ", ".join(f"TP{tp} latency = {1 / s:.2f}x TP1" for tp, s in speedups.items())
-            verdict = HOLDS if all(s < 1 for s in speedups.values()) else FAILS
-            return Verdict("For the smallest model, more GPUs are slower", verdict, f"{model}: {text}")
-    return Verdict("For the smallest model, more GPUs are slower", UNKNOWN, "no model has runs at several TP sizes")
+        parts, text = [], []
+        for tp in _tp_sizes(table, model):
+            ratio = _tp_interval(table, rows, model, [1, tp], lambda s: (s[1] / s[0]).mean(axis=0))
+            if ratio is not None:
+                parts.append(Check(f"{model} TP{tp}/TP1 latency", ratio, 1.0, holds_below=False))
+                text.append(f"TP{tp} latency = {ratio}x TP1")
+        if parts:
+            return all_must_hold(CLAIMS[3], parts, f"{model}: " + ", ".join(text))
+    return Verdict(CLAIMS[3], UNKNOWN, "no model has runs at several TP sizes")
 
 
-def claim_compute_not_system_optimal(table: pd.DataFrame) -> Verdict:
-    """Among configurations within 95% of the best accuracy, compare the pick of a compute-only rule
-    (fewest FLOPs per request: 2 x params x tokens) with the fastest and the cheapest per request."""
-    claim = "Compute-optimal is not system-optimal"
+def claim_compute_not_system_optimal(table: pd.DataFrame, rows: pd.DataFrame) -> Verdict:
+    """Among configurations within 95% of the best accuracy (point estimates), compare the pick of a
+    compute-only rule (fewest FLOPs per request: 2 x params x tokens) with the fastest and the cheapest
+    per request; it holds if the compute-only pick is slower or costlier, its interval above 1x."""
     reason = _has_accuracy(table)
     if reason:
-        return Verdict(claim, UNKNOWN, reason)
+        return Verdict(CLAIMS[4], UNKNOWN, reason)
     target = ACCURACY_TARGET_SHARE * table["accuracy_strict"].max()
     eligible = table[table["accuracy_strict"] >= target]
     if len(eligible) < 2:
-        return Verdict(claim, UNKNOWN, f"only {len(eligible)} configuration reaches {target:.3f} strict accuracy")
+        return Verdict(CLAIMS[4], UNKNOWN, f"only {len(eligible)} configuration reaches {target:.3f} strict accuracy")
 
     def name(row: pd.Series) -> str:
         return f"{row['model']} {row['configuration']} @{row['budget_tokens']}"
@@ -185,25 +342,27 @@ def claim_compute_not_system_optimal(table: pd.DataFrame) -> Verdict:
     compute = eligible.loc[eligible["compute_tflop_per_request"].idxmin()]
     fastest = eligible.loc[eligible["mean_e2e_latency_s"].idxmin()]
     cheapest = eligible.loc[eligible["gpu_s_per_request"].idxmin()]
-    differs = name(compute) != name(fastest) or name(compute) != name(cheapest)
-    evidence = (f"accuracy target {target:.3f}; compute-only pick {name(compute)} "
+    evidence = (f"accuracy target {target:.3f} (on point estimates); compute-only pick {name(compute)} "
                 f"({compute['compute_tflop_per_request']:.1f} TFLOP, {compute['mean_e2e_latency_s']:.2f} s, "
                 f"{compute['gpu_s_per_request']:.2f} GPU-s); fastest {name(fastest)} "
                 f"({fastest['mean_e2e_latency_s']:.2f} s); cheapest {name(cheapest)} "
                 f"({cheapest['gpu_s_per_request']:.2f} GPU-s per request)")
-    return Verdict(claim, HOLDS if differs else FAILS, evidence)
+    checks = [Check(f"{what} of compute-only pick / {name(other)}",
+                    paired_ratio(_rows_of(rows, compute), _rows_of(rows, other), statistic), 1.0, holds_below=False)
+              for other, statistic, what in ((fastest, "mean_e2e_latency_s", "latency"),
+                                             (cheapest, "gpu_s_per_request", "GPU-s per request"))
+              if name(other) != name(compute)]
+    if not checks:
+        return Verdict(CLAIMS[4], FAILS, evidence, "the compute-only pick is also the fastest and the cheapest")
+    return any_may_hold(CLAIMS[4], checks, evidence + "; " + ", ".join(c.describe() for c in checks))
 
 
-def check_claims(table: pd.DataFrame) -> pd.DataFrame:
-    """The paper's claims, one row each, with verdict and evidence."""
+def check_claims(table: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """The paper's claims, one row each: verdict, evidence, and the interval that decided."""
     if table.empty:
-        verdicts = [Verdict(c, UNKNOWN, "no complete runs") for c in (
-            "Accuracy gains flatten as the output budget grows",
-            "Speculative decoding lowers latency at every budget",
-            "Tensor parallelism has diminishing returns",
-            "For the smallest model, more GPUs are slower",
-            "Compute-optimal is not system-optimal")]
+        verdicts = [Verdict(claim, UNKNOWN, "no complete runs") for claim in CLAIMS]
     else:
-        verdicts = [claim_accuracy_flattens(table), claim_speculation_faster(table), claim_tp_diminishing(table),
-                    claim_small_model_slower_with_tp(table), claim_compute_not_system_optimal(table)]
-    return pd.DataFrame([v.__dict__ for v in verdicts])
+        verdicts = [claim(table, rows) for claim in (
+            claim_accuracy_flattens, claim_speculation_faster, claim_tp_diminishing,
+            claim_small_model_slower_with_tp, claim_compute_not_system_optimal)]
+    return pd.DataFrame([v.__dict__ for v in verdicts], columns=["claim", "verdict", "evidence", "interval"])

@@ -8,6 +8,7 @@ check here fails with a one-line ``ConfigError`` before any engine starts. Used 
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -42,6 +43,10 @@ class StudyConfig:
     spec_tokens: int = 5
     spec_lookup_min: int = 1
     spec_lookup_max: int = 4
+    spec_acceptance: str = "engine"
+    trace_sets: tuple[str, ...] = field(default_factory=tuple)
+    trace_tokenizer: str = ""
+    trace_budgets: tuple[int, ...] = (1024, 2048, 4096, 8192, 16384)
     dtype: str = "auto"
     load_format: str = "auto"
     max_model_len: int = 0
@@ -52,6 +57,7 @@ class StudyConfig:
     startup_timeout_s: int = 900
     grade_timeout_s: float = 10.0
     dry_run: bool = False
+    gpu_hour_usd: float = 0.0
 
     @property
     def model_keys(self) -> list[str]:
@@ -103,6 +109,10 @@ class StudyConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value}")
         if self.spec_lookup_min > self.spec_lookup_max:
             raise ConfigError("spec_lookup_min must not exceed spec_lookup_max")
+        if self.spec_acceptance not in {"engine", "replay"}:
+            self.given_acceptance_rates()
+        if not self.trace_budgets or min(self.trace_budgets) <= 0:
+            raise ConfigError("trace_budgets must be positive integers")
         for size in self.tp_sizes:
             if size <= 0 or size & (size - 1):
                 raise ConfigError(f"tp_sizes must be powers of two, got {size}")
@@ -116,6 +126,22 @@ class StudyConfig:
             raise ConfigError("max_model_len must be >= 0 (0 = fit prompt + largest budget), grade_timeout_s > 0")
         if not 0.0 < self.gpu_memory_utilization <= 1.0 or self.cpu_kv_cache_gib < 0:
             raise ConfigError("gpu_memory_utilization must be in (0, 1] and cpu_kv_cache_gib >= 0")
+        if not math.isfinite(self.gpu_hour_usd) or self.gpu_hour_usd < 0:
+            raise ConfigError(f"gpu_hour_usd must be >= 0 dollars per GPU-hour (0 = list price of the GPU), "
+                              f"got {self.gpu_hour_usd}")
+
+    def given_acceptance_rates(self) -> tuple[tuple[float, ...], str]:
+        """``spec_acceptance`` as explicit rates: "0.36,0.2,0.13,0.09,0.07 @ label" (label optional)."""
+        text, _, label = self.spec_acceptance.partition("@")
+        try:
+            rates = tuple(float(part) for part in text.replace(",", " ").split())
+        except ValueError:
+            rates = ()
+        if len(rates) != self.spec_tokens or any(not 0.0 <= r <= 1.0 for r in rates) or \
+                any(b > a for a, b in zip(rates, rates[1:])):
+            raise ConfigError(f"spec_acceptance must be engine, replay, or {self.spec_tokens} non-increasing "
+                              f"rates in [0, 1] (one per draft position), got {self.spec_acceptance!r}")
+        return rates, label.strip() or "given rates"
 
     def usable_tp_sizes(self, hardware: Hardware | None = None) -> tuple[list[int], list[str]]:
         """TP sizes this machine can host, and a reason for each one skipped.
@@ -149,15 +175,15 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             value = [part for part in value.replace(",", " ").split() if part]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name} must be a list, got {value!r}")
-        inner = int if name in {"budgets", "tp_sizes"} else str
+        inner = int if name in {"budgets", "tp_sizes", "trace_budgets"} else str
         items = []
         for item in value:
             if inner is int:
                 if isinstance(item, bool) or not isinstance(item, (int, str)) or not str(item).lstrip("-").isdigit():
                     raise ConfigError(f"{name} must hold integers, got {item!r}")
                 item = int(item)
-                if name == "budgets" and item <= 0:
-                    raise ConfigError(f"budgets must be positive integers, got {item}")
+                if name in {"budgets", "trace_budgets"} and item <= 0:
+                    raise ConfigError(f"{name} must be positive integers, got {item}")
             items.append(inner(item))
         return tuple(items)
     expected = type(default)

@@ -2,7 +2,9 @@
 
 ``dataset`` parameter values: ``hub`` (``HuggingFaceH4/MATH-500``, split ``test``), a path to a
 ``.jsonl``/``.parquet`` file with the same fields, ``builtin`` (24 problems written for the kit,
-same schema, for offline smoke runs), or ``auto`` (hub, else builtin, said loudly). Used by
+same schema, for offline smoke runs), or ``auto`` (hub, else builtin, said loudly). ``auto`` is
+decided once per process and its warning printed once, so every plan of a notebook uses the same
+problems (a hub that answers one call and not the next would otherwise split them). Used by
 00_setup (reachability check) and the sweeps of 01-03.
 """
 
@@ -14,6 +16,7 @@ import os
 import random
 import socket
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -22,6 +25,16 @@ from tts_utils.paths import BUILTIN_PROBLEMS_FILE
 
 HUB_DATASET = "HuggingFaceH4/MATH-500"
 REQUIRED_FIELDS = ("problem", "answer", "unique_id")
+# What ``auto`` resolved to in this process, and the warnings already printed.
+_auto_choice: dict[str, str] = {}
+_warned: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """Print a ``!!`` warning the first time this process meets it (a notebook shows it once)."""
+    if message not in _warned:
+        _warned.add(message)
+        print(f"!! {message}", flush=True)
 
 
 @dataclass(frozen=True)
@@ -69,10 +82,15 @@ def _records_from_file(path: Path) -> list[dict]:
     return records
 
 
-def _records_from_hub() -> list[dict]:
+@lru_cache(maxsize=1)
+def _hub_records() -> tuple[dict, ...]:
     from datasets import load_dataset
 
-    return list(load_dataset(HUB_DATASET, split="test"))
+    return tuple(load_dataset(HUB_DATASET, split="test"))
+
+
+def _records_from_hub() -> list[dict]:
+    return list(_hub_records())
 
 
 def hub_reachable(timeout_s: float = 3.0) -> bool:
@@ -105,10 +123,13 @@ def _to_problems(records: list[dict], source: str) -> list[Problem]:
 
 
 def resolve_source(dataset: str) -> str:
-    """Which source ``dataset`` means on this machine (``auto``: the hub if reachable, else builtin)."""
+    """Which source ``dataset`` means on this machine (``auto``: the hub if reachable, else builtin),
+    decided once per process."""
     if dataset != "auto":
         return dataset
-    return "hub" if hub_reachable() else "builtin"
+    if "auto" not in _auto_choice:
+        _auto_choice["auto"] = "hub" if hub_reachable() else "builtin"
+    return _auto_choice["auto"]
 
 
 def load_problems(dataset: str, num_problems: int, seed: int) -> ProblemSet:
@@ -118,22 +139,23 @@ def load_problems(dataset: str, num_problems: int, seed: int) -> ProblemSet:
     kept in dataset order.
     """
     source = resolve_source(dataset)
-    if source == "builtin":
-        if dataset == "auto":
-            print(f"!! {HUB_DATASET} is unreachable from here; using the kit's {BUILTIN_PROBLEMS_FILE.name} "
-                  "instead: accuracy on these is not MATH500 accuracy.")
-        problems = _to_problems(_records_from_file(BUILTIN_PROBLEMS_FILE), "builtin")
-    elif source == "hub":
+    problems: list[Problem] = []
+    if source == "hub":
         try:
             problems = _to_problems(_records_from_hub(), HUB_DATASET)
         except Exception as error:
             if dataset != "auto":
                 raise ConfigError(f"cannot load {HUB_DATASET} from the hub: {type(error).__name__}") from None
-            print(f"!! {HUB_DATASET} failed to load ({type(error).__name__}); using the kit's built-in "
-                  "problems instead: accuracy on them is not MATH500 accuracy.")
+            # Later calls in this process take the built-in problems too, with the same one warning.
+            _auto_choice.update(auto="builtin", why=f"{HUB_DATASET} failed to load ({type(error).__name__})")
             source = "builtin"
-            problems = _to_problems(_records_from_file(BUILTIN_PROBLEMS_FILE), "builtin")
-    else:
+    if source == "builtin":
+        if dataset == "auto":
+            why = _auto_choice.get("why", f"{HUB_DATASET} is unreachable from here")
+            warn_once(f"{why}; using the kit's {BUILTIN_PROBLEMS_FILE.name} instead: accuracy on these is not "
+                      "MATH500 accuracy.")
+        problems = _to_problems(_records_from_file(BUILTIN_PROBLEMS_FILE), "builtin")
+    elif source != "hub":
         path = Path(source).expanduser().resolve()
         problems = _to_problems(_records_from_file(path), str(path))
         source = str(path)

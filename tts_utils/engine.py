@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -34,14 +34,25 @@ class EngineStartError(RuntimeError):
 
 @dataclass(frozen=True)
 class SpeculativeConfig:
-    """n-gram (prompt lookup) speculation, the paper's setting by default."""
+    """n-gram (prompt lookup) speculation, the paper's setting by default.
+
+    ``synthetic_acceptance_rates`` (per draft position, unconditional, non-increasing) switch the
+    engine to vLLM's synthetic rejection sampling: drafts are accepted at those rates whatever
+    the weights, so random-weight runs time speculation at a chosen, realistic acceptance.
+    """
 
     num_speculative_tokens: int = 5
     prompt_lookup_min: int = 1
     prompt_lookup_max: int = 4
+    synthetic_acceptance_rates: tuple[float, ...] | None = None
 
     def to_engine_json(self) -> str:
-        return json.dumps({"method": "ngram", **asdict(self)})
+        fields = {"method": "ngram", "num_speculative_tokens": self.num_speculative_tokens,
+                  "prompt_lookup_min": self.prompt_lookup_min, "prompt_lookup_max": self.prompt_lookup_max}
+        if self.synthetic_acceptance_rates is not None:
+            fields.update(rejection_sample_method="synthetic",
+                          synthetic_acceptance_rates=list(self.synthetic_acceptance_rates))
+        return json.dumps(fields)
 
 
 @dataclass(frozen=True)
@@ -161,6 +172,7 @@ _CAUSES: tuple[tuple[str, str], ...] = (
      r"Invalid repository ID or local directory",
      "model not found (path missing or hub unreachable)"),
     (r"ModuleNotFoundError: No module named 'vllm'", "vllm is not installed in this Python"),
+    (r"Synthetic acceptance not supported", "synthetic acceptance is not supported by this engine build"),
 )
 
 

@@ -1,7 +1,8 @@
 """The figures of 04_analysis, drawn with seaborn from ``analysis.configuration_table``.
 
 Each function returns the figure and saves it as PNG under ``figures_dir(study)``; axes carry
-units, titles state the finding (or the verdict that decided it). Used by 04_analysis.
+units, titles state the finding (or the verdict that decided it). Every figure draws the table's 95%
+bootstrap intervals (``<metric>_lo`` / ``_hi``) as bands or error bars, and says so. Used by 04_analysis.
 """
 
 from __future__ import annotations
@@ -18,6 +19,23 @@ from tts_utils.analysis import pareto_front
 from tts_utils.models import get_model
 
 sns.set_theme(style="whitegrid", context="notebook")
+INTERVAL_NOTE = "shaded: 95% bootstrap interval over problems"
+
+
+def _bounds(frame: pd.DataFrame, metric: str) -> tuple[pd.Series, pd.Series]:
+    """The interval columns of a metric, or the metric itself where there is none (nothing drawn)."""
+    low = frame[f"{metric}_lo"] if f"{metric}_lo" in frame else frame[metric]
+    high = frame[f"{metric}_hi"] if f"{metric}_hi" in frame else frame[metric]
+    return low.fillna(frame[metric]), high.fillna(frame[metric])
+
+
+def _line_with_band(x: str, y: str, data: pd.DataFrame, color=None, label=None, linestyle="-", ax=None, **_):
+    """One line with markers and its interval as a band (FacetGrid.map_dataframe or direct)."""
+    ax = ax or plt.gca()
+    frame = data.sort_values(x)
+    low, high = _bounds(frame, y)
+    ax.plot(frame[x], frame[y], marker="o", color=color, label=label, linestyle=linestyle)
+    ax.fill_between(frame[x], low, high, color=color, alpha=0.2, linewidth=0)
 
 
 def _save(grid_or_fig, path: Path):
@@ -47,25 +65,30 @@ def accuracy_vs_budget(table: pd.DataFrame, title: str, path: Path):
     if table["accuracy_strict"].isna().all():
         return _no_accuracy(title, path)
     frame = table[(table["method"] == "baseline") & (table["tensor_parallel_size"] == 1)]
-    long = frame.melt(id_vars=["model", "budget_tokens"], value_vars=["accuracy_strict", "accuracy_lenient"],
-                      var_name="rule", value_name="accuracy")
-    long["rule"] = long["rule"].str.replace("accuracy_", "", regex=False)
-    grid = sns.relplot(data=long, x="budget_tokens", y="accuracy", hue="model", style="rule", kind="line",
-                       marker="o", height=4, aspect=1.5)
-    grid.set_axis_labels("output budget (tokens, log2)", "accuracy (fraction correct)")
-    _log2_budget_axis(grid.axes.flat)
-    grid.figure.suptitle(title, y=1.03)
-    return _save(grid, path)
+    models = sorted(frame["model"].unique(), key=lambda key: get_model(key).params_billion)
+    figure, ax = plt.subplots(figsize=(7.5, 4.5))
+    for model, color in zip(models, sns.color_palette(n_colors=max(1, len(models)))):
+        for rule, linestyle in (("strict", "-"), ("lenient", "--")):
+            _line_with_band("budget_tokens", f"accuracy_{rule}", frame[frame["model"] == model], color=color,
+                            label=f"{model} {rule}", linestyle=linestyle, ax=ax)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("output budget (tokens, log2)")
+    ax.set_ylabel("accuracy (fraction correct)")
+    ax.set_title(f"{title}\n({INTERVAL_NOTE})", fontsize="medium")
+    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize="small")
+    return _save(figure, path)
 
 
 def metric_vs_budget(table: pd.DataFrame, metric: str, label: str, title: str, path: Path):
     """A latency or cost metric against budget, one line per configuration, one panel per model."""
     models = sorted(table["model"].unique(), key=lambda key: get_model(key).params_billion)
-    grid = sns.relplot(data=table, x="budget_tokens", y=metric, hue="configuration", col="model", col_order=models,
-                       kind="line", marker="o", height=3.6, aspect=1.2, facet_kws={"sharey": False})
+    grid = sns.FacetGrid(table, col="model", col_order=models, hue="configuration", height=3.6, aspect=1.2,
+                         sharey=False)
+    grid.map_dataframe(_line_with_band, "budget_tokens", metric)
+    grid.add_legend()
     grid.set_axis_labels("output budget (tokens, log2)", label)
     _log2_budget_axis(grid.axes.flat)
-    grid.figure.suptitle(title, y=1.04)
+    grid.figure.suptitle(f"{title}\n({INTERVAL_NOTE})", y=1.08)
     return _save(grid, path)
 
 
@@ -76,6 +99,12 @@ def accuracy_vs_cost(table: pd.DataFrame, cost: str, label: str, title: str, pat
     frame = table.copy()
     frame["pareto"] = pareto_front(frame, cost, "accuracy_strict")
     figure, ax = plt.subplots(figsize=(7.5, 4.5))
+    cost_low, cost_high = _bounds(frame, cost)
+    accuracy_low, accuracy_high = _bounds(frame, "accuracy_strict")
+    ax.errorbar(frame[cost], frame["accuracy_strict"], fmt="none", ecolor="grey", alpha=0.6, linewidth=1, zorder=1,
+                xerr=[(frame[cost] - cost_low).clip(lower=0), (cost_high - frame[cost]).clip(lower=0)],
+                yerr=[(frame["accuracy_strict"] - accuracy_low).clip(lower=0),
+                      (accuracy_high - frame["accuracy_strict"]).clip(lower=0)])
     sns.scatterplot(data=frame, x=cost, y="accuracy_strict", hue="model", style="configuration",
                     size="budget_tokens", sizes=(30, 160), ax=ax)
     front = frame[frame["pareto"]].sort_values(cost)
@@ -84,6 +113,29 @@ def accuracy_vs_cost(table: pd.DataFrame, cost: str, label: str, title: str, pat
     ax.set_xscale("log")
     ax.set_xlabel(label)
     ax.set_ylabel("strict accuracy (fraction correct)")
-    ax.set_title(title)
+    ax.set_title(f"{title}\n(bars: 95% bootstrap interval over problems)", fontsize="medium")
     ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize="small")
     return _save(figure, path)
+
+
+def replay_figures(replays: pd.DataFrame, out: Path) -> None:
+    """Real-trace figures: accuracy by budget and n-gram acceptance per draft position."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    for (model, trace_set), frame in replays.groupby(["model", "trace_set"]):
+        label = f"{model} ({trace_set})"
+        frame = frame.sort_values("budget_tokens")
+        if "accuracy_strict" in frame:
+            left.plot(frame["budget_tokens"], frame["accuracy_strict"], marker="o", label=label)
+        last = frame.iloc[-1]
+        rates = [last[c] for c in sorted(c for c in frame if c.startswith("acceptance_pos_"))]
+        right.plot(range(1, len(rates) + 1), rates, marker="o", label=f"{label} @ {int(last['budget_tokens'])}")
+    left.set_xscale("log", base=2)
+    left.set_xlabel("output budget (tokens, log2)")
+    left.set_ylabel("strict accuracy (fraction correct)")
+    left.set_title("Real traces: accuracy by budget")
+    right.set_xlabel("draft position")
+    right.set_ylabel("accepted (fraction of drafts)")
+    right.set_title("Real traces: n-gram acceptance per position")
+    for ax in (left, right):
+        ax.legend(fontsize="small")
+    _save(figure, out / "real_traces.png")

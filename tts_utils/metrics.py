@@ -86,4 +86,12 @@ def summarise(rows: pd.DataFrame, group_by: list[str]) -> pd.DataFrame:
         summary["num_gpus"] * summary["total_e2e_latency_s"] / summary["total_output_tokens"]
     )
     summary["ms_per_token"] = summary["total_e2e_latency_s"] / summary["total_output_tokens"] * 1000.0
+    if "energy_j" in rows:
+        measured = rows[rows["energy_j"].notna()]
+        energy = measured.groupby(group_by, dropna=False, sort=True).agg(
+            energy_j=("energy_j", "sum"), energy_tokens=("output_tokens", "sum"),
+            energy_seconds=("e2e_latency_s", "sum")).reset_index()
+        energy["energy_j_per_token"] = energy["energy_j"] / energy["energy_tokens"]
+        energy["mean_power_w"] = energy["energy_j"] / energy["energy_seconds"]
+        summary = summary.merge(energy[[*group_by, "energy_j_per_token", "mean_power_w"]], on=group_by, how="left")
     return summary

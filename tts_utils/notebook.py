@@ -1,11 +1,14 @@
 """Small helpers the notebooks share, so no cell is copied between notebooks.
 
 ``banner`` (all notebooks), ``inventory``/``reachability`` (00_setup), ``sweep_results`` and
-``check_sweep`` (01-03), ``files_written`` (all).
+``check_sweep`` (01-03), ``files_written`` (all). Importing this module turns off the Hugging Face
+libraries' text progress bars in headless runs (progress.py), so reports carry no stderr noise.
 """
 
 from __future__ import annotations
 
+import html
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -16,9 +19,22 @@ from tts_utils.data import load_problems, resolve_source
 from tts_utils.hardware import Hardware
 from tts_utils.model_source import load_tokenizer, resolve
 from tts_utils.models import get_model
+from tts_utils.paths import NOTEBOOKS_DIR, outputs_dir
+from tts_utils.progress import quiet_library_bars
 from tts_utils.store import load_study
 from tts_utils.sweep import plan_runs
 from tts_utils.tiny_model import PLUMBING_WARNING
+
+quiet_library_bars()
+
+# Set by the pipeline for the notebooks it runs: the folder of the rendered report, so that links to
+# result files resolve there; without it (JupyterLab) links resolve from the notebooks folder.
+REPORT_DIR_VARIABLE = "TTS_REPORT_DIR"
+# What a reader of 01-03 needs from a summary; every column stays in the linked summary.csv files.
+READER_COLUMNS = ["model", "method", "acceptance", "tensor_parallel_size", "budget_tokens", "accuracy_strict",
+                  "accuracy_lenient", "mean_output_tokens", "mean_e2e_latency_s", "mean_ttft_s", "mean_tpot_ms",
+                  "cost_gpu_s_per_token", "energy_j_per_token", "spec_acceptance_rate", "spec_mean_acceptance_length",
+                  "budget_mode"]
 
 SYSTEM_ONLY_WARNING = (
     "SYSTEM-ONLY MODE: real architectures with random weights (load_format: dummy). Latency and cost "
@@ -78,21 +94,84 @@ def reachability(config: StudyConfig) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["what", "source", "status"])
 
 
-def sweep_results(config: StudyConfig, notebook: str) -> pd.DataFrame:
-    """Summary rows (one per run and budget) of the runs a notebook planned."""
+def _planned_summary(config: StudyConfig, notebook: str) -> pd.DataFrame:
+    """Every summary column, one row per run and budget, of the runs a notebook planned."""
     names = {plan.run_name for plan in plan_runs(config, notebook)[0]}
     summary = load_study(config.study).summary
     if summary.empty:
         return summary
-    columns = ["model", "method", "tensor_parallel_size", "budget_tokens", "num_requests", "accuracy_strict",
-               "accuracy_lenient", "mean_output_tokens", "mean_e2e_latency_s", "mean_ttft_s", "mean_tpot_ms",
-               "cost_gpu_s_per_token", "spec_acceptance_rate", "spec_mean_acceptance_length", "budget_mode"]
-    return summary[summary["run_name"].isin(names)][columns].reset_index(drop=True)
+    return summary[summary["run_name"].isin(names)].reset_index(drop=True)
+
+
+def report_link(path: Path) -> str:
+    """``path`` as a relative link from where the notebook is read (rendered report or JupyterLab)."""
+    return os.path.relpath(path, os.environ.get(REPORT_DIR_VARIABLE) or NOTEBOOKS_DIR)
+
+
+class LinkedTable(pd.DataFrame):
+    """A results table that shows readably (wrapping headers, 4 significant digits, no index) with
+    links to the CSV files that hold every column, and optionally one column whose cells link to
+    files (``file_links``: column name, one path per row). Anything derived from it is a plain
+    DataFrame."""
+
+    _metadata = ["note", "full_tables", "file_links"]
+
+    @property
+    def _constructor(self):
+        return pd.DataFrame
+
+    def _repr_html_(self) -> str:
+        frame = pd.DataFrame(self).copy()
+        column, paths = getattr(self, "file_links", None) or (None, [])
+        for name in frame.columns:  # cells are escaped here, so that link cells can carry HTML
+            if not pd.api.types.is_numeric_dtype(frame[name]):
+                frame[name] = frame[name].map(lambda v: html.escape(v) if isinstance(v, str) else v)
+        if column is not None:
+            frame[column] = [f'<a href="{html.escape(report_link(path))}">{text}</a>'
+                             for text, path in zip(frame[column], paths)]
+        table = frame.to_html(index=False, float_format=lambda value: f"{value:.4g}", na_rep="-", border=0,
+                              escape=False)
+        for name in self.columns:  # let long snake_case headers wrap at their underscores
+            escaped = html.escape(str(name))
+            table = table.replace(f"<th>{escaped}</th>", f"<th>{escaped.replace('_', '_<wbr>')}</th>")
+        links = ", ".join(f'<a href="{html.escape(report_link(path))}">{html.escape(path.parent.name)}/'
+                          f"{html.escape(path.name)}</a>" for path in getattr(self, "full_tables", None) or [])
+        note = html.escape(getattr(self, "note", None) or "")
+        files = f" Every column: {links}." if links else ""
+        return f'<div style="overflow-x:auto">{table}<p style="font-size:smaller">{note}{files}</p></div>'
+
+
+def linked_table(frame: pd.DataFrame, columns: list[str], full_tables: list[Path], note: str = "") -> pd.DataFrame:
+    """``frame`` in those of ``columns`` it has (and that are not all empty), shown with links to
+    the CSV files that hold every column (e.g. 04_analysis's table.csv)."""
+    table = LinkedTable(frame[[c for c in columns if c in frame and not frame[c].isna().all()]])
+    table.note, table.full_tables = note, [p for p in full_tables if p.exists()]
+    return table
+
+
+def sweep_results(config: StudyConfig, notebook: str) -> pd.DataFrame:
+    """Summary rows (one per run and budget) of the runs a notebook planned, in the columns a reader
+    needs, with links to each run's ``summary.csv`` (all columns)."""
+    summary = _planned_summary(config, notebook)
+    if summary.empty:
+        return summary
+    one_pass = (summary["budget_mode"] == "one-pass").all()
+    engine_acceptance = "acceptance" not in summary or set(summary["acceptance"].dropna()) <= {"engine"}
+    columns = [c for c in READER_COLUMNS
+               if not (one_pass and c == "budget_mode") and not (engine_acceptance and c == "acceptance")]
+    mode = ("every budget read from one pass per request" if one_pass
+            else "budget_mode says which runs ran each budget separately")
+    requests = ", ".join(str(n) for n in sorted(summary["num_requests"].unique()))
+    return linked_table(summary, columns, [p / "summary.csv" for p in run_folders(config, notebook)],
+                        f"{requests} requests per budget; {mode}; times in s unless the name says ms.")
 
 
 def check_sweep(config: StudyConfig, notebook: str) -> None:
     """Sanity checks on a finished sweep; raises AssertionError with what is wrong."""
-    frame = sweep_results(config, notebook)
+    if config.dry_run:
+        print("dry run: nothing ran, so there is nothing to check")
+        return
+    frame = _planned_summary(config, notebook)
     plans = plan_runs(config, notebook)[0]
     expected_rows = len(plans) * len(set(config.budgets))
     assert len(frame) == expected_rows, f"expected {expected_rows} summary rows, found {len(frame)}"
@@ -112,9 +191,14 @@ def run_folders(config: StudyConfig, notebook: str) -> list[Path]:
 
 
 def files_written(paths: list[Path]) -> pd.DataFrame:
-    """The files a notebook wrote (folders expanded one level), with sizes."""
+    """The files a notebook wrote (folders expanded one level), with sizes; shown with each path
+    relative to the outputs folder, linked to the file."""
     files = []
     for path in paths:
         files += sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    rows = [(str(p), p.stat().st_size if p.exists() else None) for p in files]
-    return pd.DataFrame(rows, columns=["file", "bytes"])
+    root = outputs_dir()
+    names = [str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in files]
+    table = LinkedTable(pd.DataFrame({"file": names, "bytes": [p.stat().st_size if p.exists() else None
+                                                                for p in files]}))
+    table.note, table.full_tables, table.file_links = f"Paths under {root}.", [], ("file", files)
+    return table

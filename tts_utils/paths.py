@@ -39,6 +39,11 @@ def reports_dir(study: str) -> Path:
     return outputs_dir() / "reports" / study
 
 
+def replays_dir(study: str) -> Path:
+    """Replays of real traces (n-gram steps, accuracy by budget) written by 03_spec for one study."""
+    return outputs_dir() / "replays" / study
+
+
 def figures_dir(study: str) -> Path:
     """Figures and tables written by 04_analysis."""
     return outputs_dir() / "figures" / study

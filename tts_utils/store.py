@@ -7,7 +7,9 @@ One folder per run under ``outputs/runs/<study>/<run name>-<identity hash>/``:
                      fsynced as requests finish, so a crash keeps all finished work
 * ``segments.jsonl`` one line per engine session: start-up time, engine version, counter deltas
 * ``status.json``    ``running`` / ``incomplete`` / ``complete`` (+ checksums of the derived files)
-* ``results.csv``    per request x budget rows (graded); ``summary.csv`` per budget; written last
+* ``probe.jsonl``    system-only n-gram runs: requests sampled at temperature 1 (steps without drafts)
+* ``results.csv``    per request x budget rows (graded); ``summary.csv`` per budget; ``steps.csv``
+                     per streamed chunk (context, draft length, seconds); written last
 * ``failure.json``   error, traceback and engine log tail of the last failed attempt
 
 A torn last line (the kit killed mid-write) is dropped with a warning and its request re-run; any
@@ -149,6 +151,14 @@ class RunFolder:
     @property
     def summary_file(self) -> Path:
         return self.path / "summary.csv"
+
+    @property
+    def probe_file(self) -> Path:
+        return self.path / "probe.jsonl"
+
+    @property
+    def steps_file(self) -> Path:
+        return self.path / "steps.csv"
 
     @property
     def failure_file(self) -> Path:

@@ -14,15 +14,16 @@ import json
 import time
 import traceback
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from tts_utils import provenance
 from tts_utils.budgets import record_for_budget, view_at_budget
 from tts_utils.config import ConfigError, StudyConfig
 from tts_utils.data import ProblemSet, load_problems
+from tts_utils.energy import ENERGY_KEYS, EnergyMeter, used_gpu_indices
 from tts_utils.engine import EngineConfig, EngineStartError, SpeculativeConfig, VLLMServer, check_memory
 from tts_utils.grading import GradeItem, Grader
 from tts_utils.hardware import detect
@@ -36,6 +37,7 @@ from tts_utils.metrics import (
 from tts_utils.model_source import ModelSource, load_model_config, load_tokenizer, resolve
 from tts_utils.models import ModelSpec, get_model
 from tts_utils.paths import study_dir
+from tts_utils.progress import progress
 from tts_utils.runner import (
     RequestSpec,
     SamplingConfig,
@@ -56,6 +58,11 @@ from tts_utils.store import (
 )
 
 NOTEBOOK_METHODS = {"01_greedy": "baseline", "02_tp": "baseline", "03_spec": "ngram-spec"}
+SYNTHETIC_METHOD = "ngram-spec-synthetic"
+# System-only n-gram runs also time steps that find no draft: sampling at temperature 1 on random
+# weights leaves n-gram look-up nothing to match. These probe requests are kept apart (probe.jsonl).
+PROBE_REQUESTS = 2
+PROBE_MAX_TOKENS = 1024
 # Extra context beyond prompt + budget (the engine counts a few tokens more in some versions).
 CONTEXT_MARGIN_TOKENS = 16
 WARMUP_TOKENS = 16
@@ -83,6 +90,12 @@ class RunPlan:
     system_only: bool
     grade_timeout_s: float
     startup_timeout_s: int
+    acceptance: str = "engine"
+
+    @property
+    def probe_requests(self) -> int:
+        """No-draft probe requests: system-only n-gram runs only."""
+        return PROBE_REQUESTS if self.system_only and self.engine.speculative is not None else 0
 
     @property
     def tensor_parallel_size(self) -> int:
@@ -100,6 +113,7 @@ class RunPlan:
             "problem_source": self.problems.source, "problem_fingerprint": self.problems.fingerprint,
             "num_problems": len(self.problems.problems), "samples_per_problem": self.samples_per_problem,
             "concurrency": self.concurrency, "system_only": self.system_only,
+            **({"acceptance": self.acceptance} if self.acceptance != "engine" else {}),
         }
 
     @property
@@ -109,6 +123,12 @@ class RunPlan:
 
     def folder(self) -> RunFolder:
         return RunFolder(study_dir(self.study) / self.run_name)
+
+    def probe_specs(self) -> list[RequestSpec]:
+        """The no-draft probe: the first problems at temperature 1 (seeded), see ``PROBE_REQUESTS``."""
+        length = min(max(self.budgets), PROBE_MAX_TOKENS)
+        return [RequestSpec(f"probe-{p.unique_id}#b{length}", p.unique_id, 0, self.model.prompt(p.problem), length)
+                for p in self.problems.problems[:self.probe_requests]]
 
     def request_specs(self, budget_mode: str) -> list[RequestSpec]:
         """One request per problem and sample at the largest budget (one-pass), or one per budget."""
@@ -129,12 +149,19 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
         raise ConfigError(f"unknown sweep notebook {notebook!r}; expected one of {', '.join(NOTEBOOK_METHODS)}")
     tp_sizes, skipped = config.usable_tp_sizes() if notebook == "02_tp" else ([1], [])
     problems = load_problems(config.dataset, config.num_problems, config.seed)
-    speculative = (SpeculativeConfig(config.spec_tokens, config.spec_lookup_min, config.spec_lookup_max)
-                   if notebook == "03_spec" else None)
+    spec_settings = (config.spec_tokens, config.spec_lookup_min, config.spec_lookup_max)
     sampling = SamplingConfig(config.temperature, config.top_p, config.seed, ignore_eos=config.system_only)
     plans = []
     for key in config.model_keys:
         model = get_model(key)
+        speculative, acceptance, method = None, "engine", NOTEBOOK_METHODS[notebook]
+        if notebook == "03_spec":
+            rates, acceptance = acceptance_for(config, key)
+            if rates is not None and detect().accelerator == "cpu":
+                raise ConfigError("synthetic acceptance (spec_acceptance) needs a GPU engine: vLLM's CPU sampler "
+                                  "does not support synthetic rejection sampling")
+            speculative = SpeculativeConfig(*spec_settings, synthetic_acceptance_rates=rates)
+            method = SYNTHETIC_METHOD if rates is not None else method
         source = resolve(model, config.load_format)
         tokenizer = load_tokenizer(source)
         model_config = load_model_config(source)
@@ -162,12 +189,31 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
             except EngineStartError as error:
                 raise ConfigError(f"{key} at TP={size}: {error}") from None
             plans.append(RunPlan(
-                config.study, model, source, NOTEBOOK_METHODS[notebook], engine, sampling,
+                config.study, model, source, method, engine, sampling,
                 tuple(sorted(set(config.budgets))), problems, prompt_tokens, config.samples_per_problem,
                 config.concurrency, config.system_only, config.grade_timeout_s,
-                config.startup_timeout_s,
+                config.startup_timeout_s, acceptance,
             ))
     return plans, skipped
+
+
+def acceptance_for(config: StudyConfig, model_key: str) -> tuple[tuple[float, ...] | None, str]:
+    """Synthetic acceptance rates for a model's n-gram run, and where they came from.
+
+    ``engine``: none (the engine's own verification). ``replay``: the per-position acceptance of
+    this model's trace sets at the largest trace budget, replayed by 03_spec before its runs.
+    Otherwise the rates given in ``spec_acceptance``.
+    """
+    if config.spec_acceptance == "engine":
+        return None, "engine"
+    if config.spec_acceptance == "replay":
+        from tts_utils.replay import replayed_rates
+
+        rates, source = replayed_rates(config.study, model_key, config.spec_tokens, config.spec_lookup_min,
+                                       config.spec_lookup_max)
+        return rates, f"synthetic: replay of {source}"
+    rates, label = config.given_acceptance_rates()
+    return rates, f"synthetic: {label}"
 
 
 def _warm_up(client, server: VLLMServer, plan: RunPlan) -> None:
@@ -197,14 +243,24 @@ def verify_one_pass(client, server: VLLMServer, plan: RunPlan, records: list[dic
             "consistent": not mismatches}
 
 
-def _measure(client, server: VLLMServer, plan: RunPlan, folder: RunFolder, specs: list[RequestSpec]) -> dict:
-    """Run requests, appending each finished record; returns the /metrics counter deltas."""
+def _measure(client, server: VLLMServer, plan: RunPlan, target: Path, specs: list[RequestSpec],
+             sampling: SamplingConfig | None = None) -> dict:
+    """Run requests, appending each finished record to ``target``; returns the /metrics counter
+    deltas and the GPU energy of the run (per request too, at concurrency 1)."""
+    per_request = plan.concurrency == 1
+
+    def keep(record, meter: EnergyMeter) -> None:
+        entry = record.to_dict()
+        entry["energy_j"] = meter.mark() if per_request else None
+        append_record(target, entry)
+
     before = read_counters(client, server.base_url)
-    with tqdm(total=len(specs), desc=plan.run_name, unit="req") as bar:
-        run_requests(client, server.base_url, plan.model.key, specs, plan.sampling, plan.concurrency,
-                     on_record=lambda record: append_record(folder.requests_file, record.to_dict()),
-                     progress=bar.update)
-    return counter_delta(before, read_counters(client, server.base_url))
+    with EnergyMeter(used_gpu_indices(plan.tensor_parallel_size) if detect().accelerator == "gpu" else ()) as meter:
+        with progress(len(specs), plan.run_name) as advance:
+            run_requests(client, server.base_url, plan.model.key, specs, sampling or plan.sampling,
+                         plan.concurrency, on_record=lambda record: keep(record, meter), progress=advance)
+    counters = counter_delta(before, read_counters(client, server.base_url))
+    return {**counters, **meter.reading.to_counters()}
 
 
 def _engine_session(plan: RunPlan, folder: RunFolder, budget_mode: str | None) -> str:
@@ -213,7 +269,8 @@ def _engine_session(plan: RunPlan, folder: RunFolder, budget_mode: str | None) -
     done = {r["request_id"] for r in records}
     missing = [s for s in plan.request_specs(budget_mode or "one-pass") if s.request_id not in done]
     needs_check = budget_mode is None and len(plan.budgets) > 1
-    if not missing and not needs_check:
+    needs_probe = len(read_records(folder.probe_file)) < plan.probe_requests
+    if not missing and not needs_check and not needs_probe:
         return budget_mode or "one-pass"
     folder.set_status("running", budget_mode=budget_mode, done=len(done))
     session = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "provenance": provenance.collect()}
@@ -224,7 +281,7 @@ def _engine_session(plan: RunPlan, folder: RunFolder, budget_mode: str | None) -
         session["engine_startup_s"] = server.startup_s
         session["engine_version"] = client.get(f"{server.base_url}/version").json().get("version")
         _warm_up(client, server, plan)
-        deltas = [_measure(client, server, plan, folder, missing)] if missing else []
+        deltas = [_measure(client, server, plan, folder.requests_file, missing)] if missing else []
         if needs_check:
             check = verify_one_pass(client, server, plan, read_records(folder.requests_file))
             budget_mode = "one-pass" if check["consistent"] else "separate"
@@ -235,9 +292,16 @@ def _engine_session(plan: RunPlan, folder: RunFolder, budget_mode: str | None) -
                       "falling back to a separate run per budget for this configuration.")
                 done = {r["request_id"] for r in read_records(folder.requests_file)}
                 extra = [s for s in plan.request_specs("separate") if s.request_id not in done]
-                deltas.append(_measure(client, server, plan, folder, extra))
+                deltas.append(_measure(client, server, plan, folder.requests_file, extra))
+        probed = {r["request_id"] for r in read_records(folder.probe_file)}
+        probes = [s for s in plan.probe_specs() if s.request_id not in probed]
+        if probes:
+            session["probe"] = _measure(client, server, plan, folder.probe_file, probes,
+                                        replace(plan.sampling, temperature=1.0, top_p=1.0))
         session["requests_run"] = len(missing)
-        session["counters"] = {k: sum(d.get(k, 0.0) for d in deltas) for d in deltas for k in d}
+        session["energy"] = [{k: d.get(k) for k in ENERGY_KEYS} for d in deltas]
+        session["counters"] = {k: sum(d.get(k, 0.0) for d in deltas) for d in deltas for k in d
+                               if k.startswith("vllm:")}
     append_record(folder.segments_file, session)
     return budget_mode or "one-pass"
 
@@ -257,7 +321,8 @@ def _rows(plan: RunPlan, records: list[dict], hardware_label: str, engine_versio
                 view = view_at_budget(record, budget)
                 row = {
                     "study": plan.study, "run_name": plan.run_name, "model": plan.model.key,
-                    "method": plan.method, "tensor_parallel_size": plan.tensor_parallel_size,
+                    "method": plan.method, "acceptance": plan.acceptance,
+                    "tensor_parallel_size": plan.tensor_parallel_size,
                     "num_gpus": plan.tensor_parallel_size, "system_only": plan.system_only,
                     "hardware": hardware_label, "engine_version": engine_version,
                     "request_id": record["request_id"], "problem_id": problem_id, "sample_index": sample,
@@ -269,6 +334,10 @@ def _rows(plan: RunPlan, records: list[dict], hardware_label: str, engine_versio
                     "tokens_per_s": view.output_tokens / view.e2e_latency_s if view.e2e_latency_s else float("nan"),
                     "cost_gpu_s_per_token": cost_per_token(plan.tensor_parallel_size, view.e2e_latency_s,
                                                            view.output_tokens),
+                    # Energy is measured per request over its whole (one-pass) run, so only the
+                    # row that covers the whole request has it.
+                    "energy_j": (record.get("energy_j") if view.output_tokens == record["completion_tokens"]
+                                 and record.get("energy_j") is not None else float("nan")),
                 }
                 if plan.system_only:
                     row.update(strict_correct=float("nan"), lenient_correct=float("nan"),
@@ -284,6 +353,22 @@ def _rows(plan: RunPlan, records: list[dict], hardware_label: str, engine_versio
     return pd.DataFrame(rows)
 
 
+def step_table(plan: RunPlan, records: list[dict], probes: list[dict]) -> pd.DataFrame:
+    """One row per streamed chunk of every request: context length, draft length, tokens and
+    seconds; the input of the step-cost model (stepcost.py)."""
+    from tts_utils.stepcost import classify_chunks
+
+    tokenizer = load_tokenizer(plan.source)
+    prompts = {p.unique_id: tokenizer(plan.model.prompt(p.problem), add_special_tokens=False)["input_ids"]
+               for p in plan.problems.problems}
+    speculative = plan.engine.speculative
+    frames = [classify_chunks(record, prompts[record["problem_id"]], speculative, kind)
+              for kind, group in (("measured", records), ("probe", probes)) for record in group]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    frame.insert(0, "run_name", plan.run_name)
+    return frame
+
+
 def finalize(plan: RunPlan, folder: RunFolder, budget_mode: str) -> None:
     """Derive, grade and summarise a run whose requests are all on disk; mark it complete."""
     records = read_records(folder.requests_file)
@@ -292,7 +377,7 @@ def finalize(plan: RunPlan, folder: RunFolder, budget_mode: str) -> None:
     label = hardware.describe().split(";")[0]
     engine_version = segments[-1].get("engine_version") if segments else None
     rows = _rows(plan, records, label, engine_version)
-    summary = summarise(rows, ["study", "run_name", "model", "method", "tensor_parallel_size",
+    summary = summarise(rows, ["study", "run_name", "model", "method", "acceptance", "tensor_parallel_size",
                                "system_only", "hardware", "budget_tokens"])
     counters: dict[str, float] = defaultdict(float)
     for segment in segments:
@@ -300,6 +385,9 @@ def finalize(plan: RunPlan, folder: RunFolder, budget_mode: str) -> None:
             counters[name] += value
     for name, value in {**speculation_stats(counters), **engine_timings(counters)}.items():
         summary[name] = value
+    energy = [e for segment in segments for e in segment.get("energy", [])]
+    reasons = {e.get("energy_missing_reason") for e in energy if e.get("energy_j") is None}
+    summary["energy_missing_reason"] = "; ".join(sorted(r for r in reasons if r)) or None
     # The measured requests all ran at the largest budget (one-pass), so compare there: how much
     # longer the kit saw each request than the engine did (HTTP, streaming, client parsing).
     at_max = summary["budget_tokens"] == max(plan.budgets)
@@ -314,6 +402,7 @@ def finalize(plan: RunPlan, folder: RunFolder, budget_mode: str) -> None:
     if plan.system_only:
         summary[["accuracy_strict", "accuracy_lenient"]] = float("nan")
     atomic_write_text(folder.results_file, rows.to_csv(index=False))
+    atomic_write_text(folder.steps_file, step_table(plan, records, read_records(folder.probe_file)).to_csv(index=False))
     atomic_write_text(folder.summary_file, summary.to_csv(index=False))
     folder.set_status("complete", budget_mode=budget_mode, done=len(records),
                       sha256={"results.csv": file_sha256(folder.results_file),

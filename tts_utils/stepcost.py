@@ -1,0 +1,178 @@
+"""The step-cost model: what one engine step costs, by kind and context length, and the latency
+it predicts for any step sequence (a measured request's, or a replayed real trace's).
+
+Every streamed chunk of a run is one engine step (``classify_chunks``): the prefill step, a plain
+decoding step (no speculation), a speculative step whose n-gram look-up found no draft, or one
+that verified a draft. The draft length comes from the installed vLLM's own n-gram matcher on the
+context before the step. Per run and kind, step seconds are fitted as ``a + b x context``. A
+chunk that carries more tokens than its draft allows merged several steps and is left out.
+Used by sweep.py (steps.csv per run) and 04_analysis (fit, validation, realistic predictions).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+# A configuration whose predicted mean latency misses the measured one by more than this is
+# reported as not validated.
+TOLERANCE = 0.10
+KINDS = ("plain", "no-draft", "draft")
+
+
+def classify_chunks(record: dict, prompt_ids: list[int], speculative, kind: str) -> pd.DataFrame:
+    """One row per chunk of a streamed request: context before it, draft length, tokens, seconds."""
+    ends = record["chunk_tokens"]
+    times = record["chunk_times_s"]
+    tokens = np.asarray(list(prompt_ids) + list(record["token_ids"]), dtype=np.int32)
+    match = None
+    if speculative is not None:
+        from tts_utils.replay import engine_ngram_matcher
+
+        match = engine_ngram_matcher()
+    rows, previous_end, previous_time = [], 0, 0.0
+    for index, (end, at) in enumerate(zip(ends, times)):
+        context = len(prompt_ids) + previous_end
+        draft = 0
+        if index > 0 and match is not None:
+            draft = len(match(tokens[:context], speculative.prompt_lookup_min, speculative.prompt_lookup_max,
+                              context + speculative.num_speculative_tokens + 1, speculative.num_speculative_tokens))
+        emitted = end - previous_end
+        step = "prefill" if index == 0 else ("plain" if match is None else ("draft" if draft else "no-draft"))
+        rows.append({"request_id": record["request_id"], "kind": kind, "chunk": index, "step": step,
+                     "context_tokens": context, "draft_tokens": draft, "emitted": emitted,
+                     "seconds": at - previous_time, "merged": emitted > draft + 1})
+        previous_end, previous_time = end, at
+    return pd.DataFrame(rows)
+
+
+def fit_step_costs(steps: pd.DataFrame) -> pd.DataFrame:
+    """Per run and step kind: seconds = a + b x context, least squares over unmerged steps."""
+    rows = []
+    usable = steps[(steps["step"] != "prefill") & ~steps["merged"].astype(bool)]
+    for (run_name, step), group in usable.groupby(["run_name", "step"]):
+        x, y = group["context_tokens"].to_numpy(float), group["seconds"].to_numpy(float)
+        slope, intercept = np.polyfit(x, y, 1) if len(group) > 2 and np.ptp(x) > 0 else (0.0, float(y.mean()))
+        rows.append({"run_name": run_name, "step": step, "steps": len(group), "intercept_ms": intercept * 1e3,
+                     "slope_ms_per_1k_context": slope * 1e6, "mean_ms": y.mean() * 1e3})
+    return pd.DataFrame(rows)
+
+
+def step_seconds(costs: pd.DataFrame, step: str, context: np.ndarray) -> np.ndarray:
+    """Predicted seconds of steps of one kind at these context lengths (costs of one run)."""
+    row = costs[costs["step"] == step]
+    if row.empty:
+        return np.full(len(context), math.nan)
+    row = row.iloc[0]
+    return row["intercept_ms"] / 1e3 + row["slope_ms_per_1k_context"] / 1e6 * context
+
+
+def predict_request(costs: pd.DataFrame, prompt_tokens: int, ttft_s: float, draft_tokens: np.ndarray,
+                    emitted: np.ndarray, budget: int, speculative: bool) -> float:
+    """Latency of one request at ``budget`` from its step sequence (step 0 is the prefill)."""
+    produced = np.cumsum(emitted)
+    count = int(min(np.searchsorted(produced, budget) + 1, len(emitted)))
+    context = prompt_tokens + produced[:count - 1].astype(float)
+    drafts = draft_tokens[1:count]
+    if not speculative:
+        seconds = step_seconds(costs, "plain", context)
+    else:
+        seconds = np.where(drafts > 0, step_seconds(costs, "draft", context), step_seconds(costs, "no-draft", context))
+    return ttft_s + float(seconds.sum())
+
+
+def validate(steps: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """Predicted vs measured mean latency per run and budget.
+
+    Costs are fitted on every other request and the other half is predicted from its own step
+    sequence (all requests when a run has fewer than four).
+    """
+    out = []
+    measured = steps[steps["kind"] == "measured"]
+    for run_name, run_steps in measured.groupby("run_name"):
+        requests = sorted(run_steps["request_id"].unique())
+        held_out = requests[1::2] if len(requests) >= 4 else requests
+        fit_on = [r for r in requests if r not in held_out] or requests
+        costs = fit_step_costs(steps[(steps["run_name"] == run_name) & (steps["request_id"].isin(fit_on)
+                                                                          | (steps["kind"] == "probe"))])
+        speculative = (run_steps["step"].isin(["draft", "no-draft"])).any()
+        run_results = results[results["run_name"] == run_name]
+        for budget, at_budget in run_results.groupby("budget_tokens"):
+            predicted, actual = [], []
+            for request_id in held_out:
+                chunks = run_steps[run_steps["request_id"] == request_id].sort_values("chunk")
+                row = at_budget[at_budget["request_id"] == request_id]
+                if chunks.empty or row.empty:
+                    continue
+                predicted.append(predict_request(
+                    costs, int(chunks["context_tokens"].iloc[0]), float(chunks["seconds"].iloc[0]),
+                    chunks["draft_tokens"].to_numpy(), chunks["emitted"].to_numpy(), int(budget), speculative))
+                actual.append(float(row["e2e_latency_s"].iloc[0]))
+            if actual:
+                error = np.mean(predicted) / np.mean(actual) - 1.0
+                out.append({"run_name": run_name, "budget_tokens": int(budget), "requests": len(actual),
+                            "measured_mean_e2e_s": np.mean(actual), "predicted_mean_e2e_s": np.mean(predicted),
+                            "error": error, "within_tolerance": abs(error) <= TOLERANCE})
+    return pd.DataFrame(out)
+
+
+def predict_traces(costs: pd.DataFrame, ttft_s: float, replay_steps: list[dict], budgets: list[int],
+                   speculative: bool) -> pd.DataFrame:
+    """Mean predicted latency per budget for replayed real traces (``replay.load_replay_steps``):
+    greedy decoding emits one token per step; n-gram follows the replayed drafts and acceptance."""
+    rows = []
+    for budget in budgets:
+        latencies, tokens = [], []
+        for trace in replay_steps:
+            drafts = np.asarray(trace["draft_tokens"])
+            emitted = np.asarray(trace["emitted"]) if speculative else np.ones(int(np.sum(trace["emitted"])), int)
+            if not speculative:
+                drafts = np.zeros(len(emitted), int)
+            latencies.append(predict_request(costs, trace["prompt_tokens"], ttft_s, drafts, emitted, budget,
+                                             speculative))
+            tokens.append(min(budget, trace["output_tokens"]))
+        rows.append({"budget_tokens": budget, "predicted_mean_e2e_s": float(np.mean(latencies)),
+                     "mean_output_tokens": float(np.mean(tokens)),
+                     "predicted_ms_per_token": float(np.sum(latencies) / np.sum(tokens) * 1e3)})
+    return pd.DataFrame(rows)
+
+
+def study_predictions(study: str, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """04_analysis: fitted step costs, their validation, and latency at real-trace acceptance.
+
+    For each model with a baseline run and an n-gram run at TP=1 and a replay of its own trace set
+    in the study, greedy and n-gram latency at every trace budget are predicted from the replayed
+    steps (no-draft steps included) and the fitted costs. Returns (costs, validation, predictions).
+    """
+    from tts_utils.paths import study_dir
+    from tts_utils.replay import load_replay_steps, load_replays
+
+    files = sorted(study_dir(study).glob("*/steps.csv"))
+    if not files or rows.empty:
+        return pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
+    steps = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    steps = steps[steps["run_name"].isin(rows["run_name"].unique())]
+    costs = fit_step_costs(steps)
+    runs = rows.drop_duplicates("run_name").set_index("run_name")
+    costs = costs.join(runs[["model", "method", "tensor_parallel_size"]], on="run_name")
+    validation = validate(steps, rows).join(runs[["model", "method"]], on="run_name")
+    replays, predictions = load_replays(study), []
+    for model, model_costs in costs[costs["tensor_parallel_size"] == 1].groupby("model"):
+        base = model_costs[model_costs["method"] == "baseline"]
+        spec = model_costs[model_costs["method"].str.startswith("ngram-spec")]
+        own = replays[replays["model"] == model] if not replays.empty else replays
+        if base.empty or spec.empty or own.empty or not {"draft", "no-draft"} <= set(spec["step"]):
+            continue
+        ttft = float(rows[(rows["model"] == model) & (rows["method"] == "baseline")]["ttft_s"].mean())
+        for replay_name in own["replay"].unique():
+            trace_steps = load_replay_steps(study, replay_name)
+            budgets = sorted(own[own["replay"] == replay_name]["budget_tokens"].unique())
+            for label, model_run, speculative in (("baseline", base, False), (spec["method"].iloc[0], spec, True)):
+                frame = predict_traces(model_run, ttft, trace_steps, budgets, speculative)
+                frame.insert(0, "method", label)
+                frame.insert(0, "trace_set", own[own["replay"] == replay_name]["trace_set"].iloc[0])
+                frame.insert(0, "model", model)
+                predictions.append(frame)
+    return costs, validation, pd.concat(predictions, ignore_index=True) if predictions else pd.DataFrame()
