@@ -114,9 +114,9 @@ class _Reader:
 def _trace_from_record(reader: _Reader, record: dict, where: str) -> Trace:
     by_id, by_text = reader.index()
     problem_text = record.get("problem")
-    if not problem_text and "prompt_ids" not in record:
-        raise ConfigError(f"{where}: missing field 'problem'")
     unique_id = record.get("unique_id")
+    if not problem_text and not unique_id:
+        raise ConfigError(f"{where}: missing field 'problem' (or 'unique_id')")
     problem = by_id.get(unique_id) if unique_id else by_text.get(" ".join(str(problem_text).split()))
     if problem is None:
         raise ConfigError(f"{where}: problem {unique_id or str(problem_text)[:40]!r} is not in dataset {reader.dataset}")
