@@ -97,3 +97,67 @@ def test_cli_reports_a_bad_profile_in_one_line_fast(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == "error: tp_sizes must be powers of two, got 3"
     assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"spec_method": "medusa"}, "spec_method must be one of ngram, draft_model, eagle3, suffix, got 'medusa'"),
+        ({"spec_tokens": 40}, "spec_tokens must be 1..16, got 40"),
+        ({"spec_method": "draft_model", "model": "7b", "draft_model": "1.5bb"}, "draft_model must be a model registry key"),
+        ({"spec_method": "draft_model", "model": "1.5b", "draft_model": "7b"}, "draft model 7b (7.62B) is larger than target 1.5b"),
+        ({"spec_method": "draft_model", "model": "s1.1-7b", "draft_model": "1.5b"},
+         "draft model 1.5b uses another tokenizer (deepseek-r1-distill-qwen) than s1.1-7b (qwen2.5-instruct)"),
+        ({"spec_method": "eagle3", "model": "7b"}, "spec_method eagle3 needs draft_model"),
+        ({"spec_acceptance": "0.5,0.6,0.1,0.1,0.1"}, "spec_acceptance must be engine, replay, or 5 non-increasing rates"),
+        ({"spec_acceptance": "fast"}, "spec_acceptance must be engine, replay, or 5 non-increasing rates"),
+        ({"trace_budgets": [1024, 0]}, "trace_budgets must be positive integers, got 0"),
+    ],
+)
+def test_bad_speculation_settings_are_one_line_errors(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        StudyConfig.create(**values)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def _system_only(**values) -> StudyConfig:
+    return StudyConfig.create(model="7b", load_format="dummy", dataset="builtin", num_problems=2, budgets=[64],
+                              dry_run=True, cpu_kv_cache_gib=4, **values)
+
+
+def test_every_spec_method_plans_and_dry_runs(tmp_path) -> None:
+    """Planning and the dry-run estimate for all four methods (no engine starts); the engine's
+    --speculative-config carries the method and its drafter, and the method names the run."""
+    import json as json_module
+
+    from tts_utils.paths import MODEL_SHAPES_DIR
+    from tts_utils.sweep import run_sweep
+
+    head = tmp_path / "eagle3-head"
+    head.mkdir()
+    (head / "config.json").write_text((MODEL_SHAPES_DIR / "r1-distill-qwen-1.5b" / "config.json").read_text())
+    cases = {"ngram": {}, "draft_model": {"draft_model": "1.5b"}, "eagle3": {"draft_model": str(head)}}
+    for method, extra in cases.items():
+        config = _system_only(spec_method=method, **extra)
+        plan = plan_runs(config, "03_spec")[0][0]
+        engine_json = json_module.loads(plan.engine.speculative.to_engine_json())
+        assert engine_json["method"] == method and engine_json["num_speculative_tokens"] == 5
+        assert ("model" in engine_json) == (method != "ngram")
+        assert plan.method == f"{method.replace('_', '-')}-spec" and plan.run_name.startswith(f"7b-{plan.method}-tp1-")
+        estimate = run_sweep(config, "03_spec")
+        assert list(estimate["method"]) == [plan.method] and not estimate["already_complete"].any()
+    import importlib.util
+
+    if importlib.util.find_spec("arctic_inference") is None:
+        with pytest.raises(ConfigError, match="spec_method suffix needs the arctic-inference package"):
+            plan_runs(_system_only(spec_method="suffix"), "03_spec")
+    else:
+        assert plan_runs(_system_only(spec_method="suffix"), "03_spec")[0][0].method == "suffix-spec"
+    with pytest.raises(ConfigError, match="system-only EAGLE-3 needs draft_model to be a local folder"):
+        plan_runs(_system_only(spec_method="eagle3", draft_model="some/hub-head"), "03_spec")
+
+
+def test_synthetic_acceptance_is_refused_before_launch_on_the_cpu_engine() -> None:
+    config = StudyConfig.create(dataset="builtin", num_problems=2, spec_acceptance="0.4,0.2,0.1,0.05,0.02 @ test")
+    with pytest.raises(ConfigError, match="synthetic acceptance .* needs a GPU engine"):
+        plan_runs(config, "03_spec")

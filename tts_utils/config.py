@@ -19,6 +19,9 @@ import yaml
 from tts_utils.hardware import Hardware, detect
 from tts_utils.models import MODELS
 
+SPEC_METHODS = ("ngram", "draft_model", "eagle3", "suffix")
+MAX_SPEC_TOKENS = 16
+
 
 class ConfigError(ValueError):
     """A parameter or profile is wrong; the message is one line that says which and why."""
@@ -43,6 +46,8 @@ class StudyConfig:
     spec_tokens: int = 5
     spec_lookup_min: int = 1
     spec_lookup_max: int = 4
+    spec_method: str = "ngram"
+    draft_model: str = ""
     spec_acceptance: str = "engine"
     trace_sets: tuple[str, ...] = field(default_factory=tuple)
     trace_tokenizer: str = ""
@@ -109,6 +114,7 @@ class StudyConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value}")
         if self.spec_lookup_min > self.spec_lookup_max:
             raise ConfigError("spec_lookup_min must not exceed spec_lookup_max")
+        self.check_speculation()
         if self.spec_acceptance not in {"engine", "replay"}:
             self.given_acceptance_rates()
         if not self.trace_budgets or min(self.trace_budgets) <= 0:
@@ -129,6 +135,32 @@ class StudyConfig:
         if not math.isfinite(self.gpu_hour_usd) or self.gpu_hour_usd < 0:
             raise ConfigError(f"gpu_hour_usd must be >= 0 dollars per GPU-hour (0 = list price of the GPU), "
                               f"got {self.gpu_hour_usd}")
+
+    def check_speculation(self) -> None:
+        """03_spec's method and drafter (what can be checked without the engine)."""
+        if self.spec_method not in SPEC_METHODS:
+            raise ConfigError(f"spec_method must be one of {', '.join(SPEC_METHODS)}, got {self.spec_method!r}")
+        if not 1 <= self.spec_tokens <= MAX_SPEC_TOKENS:
+            raise ConfigError(f"spec_tokens must be 1..{MAX_SPEC_TOKENS}, got {self.spec_tokens}")
+        if self.spec_method == "eagle3" and not self.draft_model:
+            raise ConfigError("spec_method eagle3 needs draft_model: the EAGLE-3 head's hub id or local folder")
+        if self.spec_method != "draft_model":
+            return
+        if self.draft_model not in MODELS:
+            hint = difflib.get_close_matches(self.draft_model, MODELS, n=1)
+            raise ConfigError(f"draft_model must be a model registry key for spec_method draft_model, got "
+                              f"{self.draft_model!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+        draft = MODELS[self.draft_model]
+        for key in self.model_keys:
+            target = MODELS.get(key)
+            if target is None:
+                continue
+            if draft.params_billion > target.params_billion:
+                raise ConfigError(f"draft model {draft.key} ({draft.params_billion}B) is larger than target {key} "
+                                  f"({target.params_billion}B)")
+            if draft.tokenizer_family != target.tokenizer_family:
+                raise ConfigError(f"draft model {draft.key} uses another tokenizer ({draft.tokenizer_family}) than "
+                                  f"{key} ({target.tokenizer_family}); vLLM needs one vocabulary")
 
     def given_acceptance_rates(self) -> tuple[tuple[float, ...], str]:
         """``spec_acceptance`` as explicit rates: "0.36,0.2,0.13,0.09,0.07 @ label" (label optional)."""

@@ -34,7 +34,7 @@ class EngineStartError(RuntimeError):
 
 @dataclass(frozen=True)
 class SpeculativeConfig:
-    """n-gram (prompt lookup) speculation, the paper's setting by default.
+    """Speculative decoding; n-gram (prompt lookup) with the paper's settings by default.
 
     ``synthetic_acceptance_rates`` (per draft position, unconditional, non-increasing) switch the
     engine to vLLM's synthetic rejection sampling: drafts are accepted at those rates whatever
@@ -45,10 +45,15 @@ class SpeculativeConfig:
     prompt_lookup_min: int = 1
     prompt_lookup_max: int = 4
     synthetic_acceptance_rates: tuple[float, ...] | None = None
+    method: str = "ngram"  # or draft_model, eagle3 (drafter in draft_model_path), suffix
+    draft_model_path: str | None = None
 
     def to_engine_json(self) -> str:
-        fields = {"method": "ngram", "num_speculative_tokens": self.num_speculative_tokens,
-                  "prompt_lookup_min": self.prompt_lookup_min, "prompt_lookup_max": self.prompt_lookup_max}
+        fields: dict = {"method": self.method, "num_speculative_tokens": self.num_speculative_tokens}
+        if self.method == "ngram":
+            fields.update(prompt_lookup_min=self.prompt_lookup_min, prompt_lookup_max=self.prompt_lookup_max)
+        if self.draft_model_path is not None:
+            fields["model"] = self.draft_model_path
         if self.synthetic_acceptance_rates is not None:
             fields.update(rejection_sample_method="synthetic",
                           synthetic_acceptance_rates=list(self.synthetic_acceptance_rates))

@@ -7,11 +7,13 @@ bootstrap intervals (``<metric>_lo`` / ``_hi``) as bands or error bars, and says
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 # No backend is forced: kernels (JupyterLab, papermill) draw inline, so each figure shows in the
 # report; plain scripts without a display fall back to Agg by themselves.
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -139,3 +141,26 @@ def replay_figures(replays: pd.DataFrame, out: Path) -> None:
     for ax in (left, right):
         ax.legend(fontsize="small")
     _save(figure, out / "real_traces.png")
+
+
+def break_even_figure(frame: pd.DataFrame, out: Path):
+    """Per model: ms per token against mean tokens per verified step, with plain decoding, the
+    break-even point and the real traces' n-gram point."""
+    models = sorted(frame["model"].unique(), key=lambda key: get_model(key).params_billion)
+    figure, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.8), squeeze=False)
+    lengths = np.linspace(1.0, 6.0, 60)  # up to k + 1 for the paper's k = 5
+    for ax, model in zip(axes[0], models):
+        for row in frame[frame["model"] == model].itertuples():
+            ax.plot(lengths, row.draft_step_ms / lengths, label=f"{row.method} (every step drafted)")
+            ax.axvline(row.break_even_tokens_per_step, color="grey", linestyle=":",
+                       label=f"break-even {row.break_even_tokens_per_step:.2f} tokens/step")
+            if not math.isnan(getattr(row, "real_ms_per_token", math.nan)):
+                ax.scatter([row.real_tokens_per_step], [row.real_ms_per_token], color="red", zorder=3,
+                           label=f"real traces ({row.real_no_draft_fraction:.0%} steps without a draft)")
+        ax.axhline(frame[frame["model"] == model]["plain_step_ms"].iloc[0], color="black", label="plain decoding")
+        ax.set_xlabel("mean tokens per step (accepted + 1)")
+        ax.set_ylabel("ms per output token")
+        ax.set_title(model)
+        ax.legend(fontsize="x-small")
+    figure.suptitle("How good must speculation be? Below the black line it pays off", y=1.03)
+    return _save(figure, out / "break_even.png")

@@ -21,6 +21,8 @@ class ModelSpec:
         reasoning_end: text that closes the reasoning; the strict grader only reads what follows.
         shape: folder under ``tts_utils/model_shapes`` with its config.json (system-only mode).
         params_billion: parameter count, for cost estimates.
+        tokenizer_family: models of one family share a vocabulary (a draft model must share its
+            target's: vLLM verifies draft token ids against the target's).
     """
 
     key: str
@@ -29,6 +31,7 @@ class ModelSpec:
     reasoning_end: str
     shape: str | None
     params_billion: float
+    tokenizer_family: str = ""
 
     def prompt(self, problem: str) -> str:
         """The exact text sent to ``/v1/completions`` for one problem."""
@@ -52,16 +55,16 @@ _TINY_TEMPLATE = "<|user|>{problem}\n" + DEEPSEEK_INSTRUCTION + "<|assistant|><t
 _SIZES = {"1.5b": ("1.5B", 1.78), "7b": ("7B", 7.62), "14b": ("14B", 14.8)}
 
 MODELS: dict[str, ModelSpec] = {
-    "tiny": ModelSpec("tiny", None, _TINY_TEMPLATE, "</think>", None, 0.0002),
+    "tiny": ModelSpec("tiny", None, _TINY_TEMPLATE, "</think>", None, 0.0002, "tiny"),
 }
 for _key, (_size, _billions) in _SIZES.items():
     MODELS[_key] = ModelSpec(
         _key, f"deepseek-ai/DeepSeek-R1-Distill-Qwen-{_size}", _DEEPSEEK_TEMPLATE, "</think>",
-        f"r1-distill-qwen-{_key}", _billions,
+        f"r1-distill-qwen-{_key}", _billions, "deepseek-r1-distill-qwen",
     )
     MODELS[f"s1.1-{_key}"] = ModelSpec(
         f"s1.1-{_key}", f"simplescaling/s1.1-{_size}", _S1_TEMPLATE, "<|im_start|>answer",
-        f"r1-distill-qwen-{_key}", _billions,
+        f"r1-distill-qwen-{_key}", _billions, "qwen2.5-instruct",
     )
 
 

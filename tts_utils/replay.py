@@ -17,6 +17,7 @@ had a draft), 04_analysis (through the files written here) and ``python -m tts_u
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -48,6 +49,9 @@ class NgramSettings:
 @lru_cache(maxsize=1)
 def engine_ngram_matcher():
     """vLLM's own n-gram matching function (what ``NgramProposer`` calls for each request)."""
+    # On the CPU build vLLM warns at import that Triton has no CPU backend, before its own logging
+    # is set up (so the warning lands raw on stderr, in every report); it says nothing about replay.
+    logging.getLogger("vllm.triton_utils.importing").setLevel(logging.ERROR)
     try:
         from vllm.v1.spec_decode.ngram_proposer import _find_longest_matched_ngram_and_propose_tokens
     except ImportError as error:

@@ -28,7 +28,7 @@ def classify_chunks(record: dict, prompt_ids: list[int], speculative, kind: str)
     times = record["chunk_times_s"]
     tokens = np.asarray(list(prompt_ids) + list(record["token_ids"]), dtype=np.int32)
     match = None
-    if speculative is not None:
+    if speculative is not None and speculative.method == "ngram":
         from tts_utils.replay import engine_ngram_matcher
 
         match = engine_ngram_matcher()
@@ -39,8 +39,10 @@ def classify_chunks(record: dict, prompt_ids: list[int], speculative, kind: str)
         if index > 0 and match is not None:
             draft = len(match(tokens[:context], speculative.prompt_lookup_min, speculative.prompt_lookup_max,
                               context + speculative.num_speculative_tokens + 1, speculative.num_speculative_tokens))
+        elif index > 0 and speculative is not None:
+            draft = speculative.num_speculative_tokens  # a drafter model proposes k tokens at every step
         emitted = end - previous_end
-        step = "prefill" if index == 0 else ("plain" if match is None else ("draft" if draft else "no-draft"))
+        step = "prefill" if index == 0 else ("plain" if speculative is None else ("draft" if draft else "no-draft"))
         rows.append({"request_id": record["request_id"], "kind": kind, "chunk": index, "step": step,
                      "context_tokens": context, "draft_tokens": draft, "emitted": emitted,
                      "seconds": at - previous_time, "merged": emitted > draft + 1})
@@ -120,23 +122,33 @@ def validate(steps: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
 
 def predict_traces(costs: pd.DataFrame, ttft_s: float, replay_steps: list[dict], budgets: list[int],
                    speculative: bool) -> pd.DataFrame:
-    """Mean predicted latency per budget for replayed real traces (``replay.load_replay_steps``):
+    """Predicted latency of every replayed real trace (``replay.load_replay_steps``) at every
+    budget, one row each (shaped like results.csv rows, so intervals.py can bootstrap them):
     greedy decoding emits one token per step; n-gram follows the replayed drafts and acceptance."""
     rows = []
-    for budget in budgets:
-        latencies, tokens = [], []
-        for trace in replay_steps:
-            drafts = np.asarray(trace["draft_tokens"])
-            emitted = np.asarray(trace["emitted"]) if speculative else np.ones(int(np.sum(trace["emitted"])), int)
-            if not speculative:
-                drafts = np.zeros(len(emitted), int)
-            latencies.append(predict_request(costs, trace["prompt_tokens"], ttft_s, drafts, emitted, budget,
-                                             speculative))
-            tokens.append(min(budget, trace["output_tokens"]))
-        rows.append({"budget_tokens": budget, "predicted_mean_e2e_s": float(np.mean(latencies)),
-                     "mean_output_tokens": float(np.mean(tokens)),
-                     "predicted_ms_per_token": float(np.sum(latencies) / np.sum(tokens) * 1e3)})
+    for trace in replay_steps:
+        drafts, emitted = np.asarray(trace["draft_tokens"]), np.asarray(trace["emitted"])
+        if not speculative:
+            emitted = np.ones(int(emitted.sum()), int)
+            drafts = np.zeros(len(emitted), int)
+        for budget in budgets:
+            rows.append({"problem_id": trace["problem_id"], "sample_index": 0, "budget_tokens": budget,
+                         "output_tokens": min(budget, trace["output_tokens"]),
+                         "e2e_latency_s": predict_request(costs, trace["prompt_tokens"], ttft_s, drafts, emitted,
+                                                          budget, speculative)})
     return pd.DataFrame(rows)
+
+
+def summarise_predictions(per_trace: pd.DataFrame) -> pd.DataFrame:
+    """Mean predicted latency and ms per token per model, trace set, method and budget."""
+    if per_trace.empty:
+        return per_trace
+    keys = ["model", "trace_set", "method", "budget_tokens"]
+    summary = per_trace.groupby(keys).agg(predicted_mean_e2e_s=("e2e_latency_s", "mean"),
+                                          mean_output_tokens=("output_tokens", "mean"),
+                                          total_s=("e2e_latency_s", "sum"), tokens=("output_tokens", "sum")).reset_index()
+    summary["predicted_ms_per_token"] = summary.pop("total_s") / summary.pop("tokens") * 1e3
+    return summary
 
 
 def study_predictions(study: str, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -144,7 +156,8 @@ def study_predictions(study: str, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.
 
     For each model with a baseline run and an n-gram run at TP=1 and a replay of its own trace set
     in the study, greedy and n-gram latency at every trace budget are predicted from the replayed
-    steps (no-draft steps included) and the fitted costs. Returns (costs, validation, predictions).
+    steps (no-draft steps included) and the fitted costs. Returns (costs, validation, per-trace
+    predictions); ``summarise_predictions`` gives the table.
     """
     from tts_utils.paths import study_dir
     from tts_utils.replay import load_replay_steps, load_replays
@@ -162,6 +175,8 @@ def study_predictions(study: str, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.
     for model, model_costs in costs[costs["tensor_parallel_size"] == 1].groupby("model"):
         base = model_costs[model_costs["method"] == "baseline"]
         spec = model_costs[model_costs["method"].str.startswith("ngram-spec")]
+        base, spec = (frame[frame["run_name"] == frame["run_name"].iloc[-1]] if not frame.empty else frame
+                      for frame in (base, spec))  # one run each: the most recent by name order
         own = replays[replays["model"] == model] if not replays.empty else replays
         if base.empty or spec.empty or own.empty or not {"draft", "no-draft"} <= set(spec["step"]):
             continue
@@ -176,3 +191,37 @@ def study_predictions(study: str, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.
                 frame.insert(0, "model", model)
                 predictions.append(frame)
     return costs, validation, pd.concat(predictions, ignore_index=True) if predictions else pd.DataFrame()
+
+
+def break_even(costs: pd.DataFrame, replays: pd.DataFrame) -> pd.DataFrame:
+    """How good a drafter must be: per model and speculative method at TP=1, the mean tokens per
+    verified step at which speculation equals plain decoding (verify-step ms / plain-step ms), and
+    where the replayed real traces of n-gram fall (tokens per step, no-draft steps priced).
+
+    Mean step costs (over the contexts measured) stand for each kind. Used by 04_analysis.
+    """
+    if costs.empty:
+        return pd.DataFrame()
+    tp1 = costs[costs["tensor_parallel_size"] == 1]
+    out = []
+    for model, frame in tp1.groupby("model"):
+        plain = frame[(frame["method"] == "baseline") & (frame["step"] == "plain")]["mean_ms"]
+        if plain.empty:
+            continue
+        for method, spec in frame[frame["method"] != "baseline"].groupby("method"):
+            draft = spec[spec["step"] == "draft"]["mean_ms"]
+            if draft.empty:
+                continue
+            nodraft = spec[spec["step"] == "no-draft"]["mean_ms"]
+            row = {"model": model, "method": method, "plain_step_ms": plain.iloc[-1], "draft_step_ms": draft.iloc[-1],
+                   "no_draft_step_ms": nodraft.iloc[-1] if not nodraft.empty else math.nan}
+            row["break_even_tokens_per_step"] = row["draft_step_ms"] / row["plain_step_ms"]
+            own = replays[replays["model"] == model] if not replays.empty else replays
+            if method.startswith("ngram") and not own.empty:
+                last = own[own["budget_tokens"] == own["budget_tokens"].max()].iloc[0]
+                share = last["no_draft_step_fraction"]
+                step_ms = (1 - share) * row["draft_step_ms"] + share * row["no_draft_step_ms"]
+                row.update(real_trace_set=last["trace_set"], real_tokens_per_step=last["tokens_per_step"],
+                           real_no_draft_fraction=share, real_ms_per_token=step_ms / last["tokens_per_step"])
+            out.append(row)
+    return pd.DataFrame(out)

@@ -58,7 +58,6 @@ from tts_utils.store import (
 )
 
 NOTEBOOK_METHODS = {"01_greedy": "baseline", "02_tp": "baseline", "03_spec": "ngram-spec"}
-SYNTHETIC_METHOD = "ngram-spec-synthetic"
 # System-only n-gram runs also time steps that find no draft: sampling at temperature 1 on random
 # weights leaves n-gram look-up nothing to match. These probe requests are kept apart (probe.jsonl).
 PROBE_REQUESTS = 2
@@ -160,8 +159,9 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
             if rates is not None and detect().accelerator == "cpu":
                 raise ConfigError("synthetic acceptance (spec_acceptance) needs a GPU engine: vLLM's CPU sampler "
                                   "does not support synthetic rejection sampling")
-            speculative = SpeculativeConfig(*spec_settings, synthetic_acceptance_rates=rates)
-            method = SYNTHETIC_METHOD if rates is not None else method
+            speculative = SpeculativeConfig(*spec_settings, synthetic_acceptance_rates=rates,
+                                            method=config.spec_method, draft_model_path=drafter_path(config))
+            method = spec_method_label(config.spec_method, rates is not None)
         source = resolve(model, config.load_format)
         tokenizer = load_tokenizer(source)
         model_config = load_model_config(source)
@@ -195,6 +195,35 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
                 config.startup_timeout_s, acceptance,
             ))
     return plans, skipped
+
+
+def spec_method_label(spec_method: str, synthetic: bool) -> str:
+    """The ``method`` of a 03_spec run: ``ngram-spec``, ``draft-model-spec``, ... (+ ``-synthetic``)."""
+    return f"{spec_method.replace('_', '-')}-spec" + ("-synthetic" if synthetic else "")
+
+
+def drafter_path(config: StudyConfig) -> str | None:
+    """What the engine loads as drafter (``spec_method`` draft_model or eagle3), checked before launch.
+
+    draft_model: the registry key resolved like a target (random weights in system-only mode);
+    eagle3: the head's hub id or folder (a local folder with config.json in system-only mode);
+    suffix: needs the arctic-inference package. n-gram needs nothing.
+    """
+    if config.spec_method == "draft_model":
+        return resolve(get_model(config.draft_model), config.load_format).engine_path
+    if config.spec_method == "eagle3":
+        folder = Path(config.draft_model).expanduser()
+        if config.system_only and not (folder / "config.json").exists():
+            raise ConfigError("system-only EAGLE-3 needs draft_model to be a local folder holding the head's "
+                              f"config.json (random weights are filled in); got {config.draft_model!r}")
+        return str(folder.resolve()) if folder.exists() else config.draft_model
+    if config.spec_method == "suffix":
+        import importlib.util
+
+        if importlib.util.find_spec("arctic_inference") is None:
+            raise ConfigError("spec_method suffix needs the arctic-inference package (vLLM's suffix decoding); "
+                              "it is not installed in this Python")
+    return None
 
 
 def acceptance_for(config: StudyConfig, model_key: str) -> tuple[tuple[float, ...] | None, str]:

@@ -91,6 +91,7 @@ class _Reader:
     def __init__(self, model: ModelSpec, source: ModelSource, dataset: str) -> None:
         self.model = model
         self.tokenizer = load_tokenizer(source)
+        self.tokenizer.model_max_length = 10**9  # long traces are checked against the model's context below
         self.vocab_size = len(self.tokenizer)
         self.eos_id = self.tokenizer.eos_token_id
         self.context = source.max_context
