@@ -49,10 +49,10 @@ analysis: setup  ## 04_analysis: figures and the claims check
 	$(PIPELINE) run 04_analysis --profile $(PROFILE) $(SET)
 
 test: setup  ## the whole test suite, real CPU engine included (~25 min on 2 cores)
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -n 2 --dist loadfile --durations=10
 
 test-fast: setup  ## unit tests only, no engine
-	$(PY) -m pytest -q -ra -m "not engine"
+	$(PY) -m pytest -q -ra -n 2 -m "not engine"
 
 lint: setup  ## ruff over code and notebooks
 	$(PY) -m ruff check tts_utils tests notebooks

@@ -83,6 +83,33 @@ def test_port_already_taken_is_refused_before_launch(tiny_model_path, tmp_path) 
         assert time.monotonic() - started < 1 and server.process is None
 
 
+def test_a_port_taken_during_start_up_is_retried_on_a_new_port(tiny_model_path, tmp_path, monkeypatch) -> None:
+    """The kit picks a free port; vLLM binds it only after its imports. If another process takes
+    it meanwhile (seen on busy machines), the engine is launched again on a new port."""
+    import socket
+
+    import tts_utils.engine as engine
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        monkeypatch.setattr(engine, "free_port", _first_then_free(taken))
+        config = EngineConfig(str(tiny_model_path), "tiny", max_model_len=512, cpu_kv_cache_gib=1,
+                              extra_args=("--enforce-eager",))
+        with VLLMServer(config, tmp_path / "engine.log", startup_timeout_s=300) as server:
+            assert server.port != taken
+            log = (tmp_path / "engine.log").read_text(errors="replace")
+    assert log.count("=== engine start") == 2 and re.search(r"Address already in use|Errno 98", log)
+
+
+def _first_then_free(taken: int):
+    from tts_utils.engine import free_port
+
+    calls = iter([taken])
+    return lambda: next(calls, None) or free_port()
+
+
 def test_too_little_memory_is_refused_before_launch(math500_path) -> None:
     config = StudyConfig.create(dataset=str(math500_path), num_problems=2, cpu_kv_cache_gib=0,
                                 gpu_memory_utilization=0.00001)

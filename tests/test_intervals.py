@@ -238,8 +238,8 @@ def test_the_speculation_claim_splits_by_acceptance_source_when_the_column_exist
     table = configuration_table(rows, summary)
     assert len(table) == 15
     verdict = claim_speculation_faster(table, rows)
-    assert verdict.verdict == FAILS and "1.5b synthetic: replay" in verdict.interval
-    assert "1.5b engine: spec/baseline latency" in verdict.evidence
+    assert verdict.verdict == FAILS and "1.5b ngram-spec synthetic: replay" in verdict.interval
+    assert "1.5b ngram-spec engine: spec/baseline latency" in verdict.evidence
 
 
 def test_an_empty_study_says_not_enough_data() -> None:

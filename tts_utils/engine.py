@@ -27,6 +27,8 @@ import httpx
 
 from tts_utils.hardware import detect
 
+PORT_RETRIES = 2
+
 
 class EngineStartError(RuntimeError):
     """The engine did not come up; the message's first line names the cause."""
@@ -240,9 +242,24 @@ class VLLMServer:
         self.stop()
 
     def start(self) -> None:
-        """Launch and wait until ``/health`` answers; raise ``EngineStartError`` otherwise."""
+        """Launch and wait until ``/health`` answers; raise ``EngineStartError`` otherwise.
+
+        The kit picks a free port, but vLLM binds it only after its imports (10-30 s later): on a
+        busy machine another process can take it first. Then, unless the caller fixed the port,
+        the engine is launched again on a new one (``PORT_RETRIES`` times).
+        """
         if self.requested_port is not None and port_in_use(self.requested_port):
             raise EngineStartError(f"port already in use: 127.0.0.1:{self.requested_port}")
+        for attempt in range(PORT_RETRIES + 1):
+            try:
+                self._launch()
+                return
+            except EngineStartError as error:
+                if self.requested_port is not None or attempt == PORT_RETRIES or \
+                        not str(error).startswith("port already in use"):
+                    raise
+
+    def _launch(self) -> None:
         self.port = self.requested_port or free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()

@@ -16,19 +16,60 @@ import math
 import numpy as np
 import pandas as pd
 
+from tts_utils.replay import TraceSteps
+
 # A configuration whose predicted mean latency misses the measured one by more than this is
 # reported as not validated.
 TOLERANCE = 0.10
 KINDS = ("plain", "no-draft", "draft")
 
 
-def classify_chunks(record: dict, prompt_ids: list[int], speculative, kind: str) -> pd.DataFrame:
-    """One row per chunk of a streamed request: context before it, draft length, tokens, seconds."""
-    ends = record["chunk_tokens"]
-    times = record["chunk_times_s"]
+def _known_steps(record: dict, prompt_ids: list[int], speculative, greedy: bool) -> TraceSteps | None:
+    """The engine's exact steps when they follow from the tokens: plain decoding (one token a step)
+    and greedy n-gram verification (replay). None when acceptance was sampled or synthetic."""
+    produced = len(record["token_ids"])
+    if speculative is None:
+        return TraceSteps(np.zeros(produced, int), np.zeros(produced, int), np.ones(produced, int))
+    if speculative.method == "ngram" and greedy and speculative.synthetic_acceptance_rates is None:
+        from tts_utils.replay import NgramSettings, replay_steps
+
+        settings = NgramSettings(speculative.num_speculative_tokens, speculative.prompt_lookup_min,
+                                 speculative.prompt_lookup_max)
+        return replay_steps(prompt_ids, record["token_ids"], settings)
+    return None
+
+
+def classify_chunks(record: dict, prompt_ids: list[int], speculative, kind: str, greedy: bool = False) -> pd.DataFrame:
+    """One row per engine step of a streamed request: context before it, draft length, tokens, seconds.
+
+    Where the steps follow from the tokens (plain decoding, greedy n-gram), a chunk that carried
+    several steps (the server's output loop fell behind) has its time split evenly between them,
+    and ``chunk`` numbers steps.
+    Otherwise every chunk is one step, and one that carries more tokens than its draft allows is
+    marked ``merged`` and left out of fits.
+    """
+    ends = list(record["chunk_tokens"])
+    times = list(record["chunk_times_s"])
+    known = _known_steps(record, prompt_ids, speculative, greedy)
+    if known is not None:
+        step_ends = np.minimum(known.produced, len(record["token_ids"]))
+        chunk_of = np.searchsorted(ends, step_ends)  # the chunk that delivered each step's last token
+        chunk_of = np.minimum(chunk_of, len(ends) - 1)
+        starts = np.concatenate([[0.0], np.asarray(times)[:-1]])
+        per_chunk = np.bincount(chunk_of, minlength=len(ends))
+        rows, previous_end = [], 0
+        for index, (end, chunk) in enumerate(zip(step_ends, chunk_of)):
+            draft = int(known.draft_tokens[index])
+            step = "prefill" if index == 0 else ("plain" if speculative is None else ("draft" if draft else "no-draft"))
+            rows.append({"request_id": record["request_id"], "kind": kind, "chunk": index, "step": step,
+                         "context_tokens": len(prompt_ids) + previous_end, "draft_tokens": draft,
+                         "emitted": int(end - previous_end),
+                         "seconds": (times[chunk] - starts[chunk]) / per_chunk[chunk], "merged": False})
+            previous_end = int(end)
+        return pd.DataFrame(rows)
     tokens = np.asarray(list(prompt_ids) + list(record["token_ids"]), dtype=np.int32)
     match = None
-    if speculative is not None and speculative.method == "ngram":
+    if speculative.method == "ngram":
         from tts_utils.replay import engine_ngram_matcher
 
         match = engine_ngram_matcher()
@@ -39,10 +80,10 @@ def classify_chunks(record: dict, prompt_ids: list[int], speculative, kind: str)
         if index > 0 and match is not None:
             draft = len(match(tokens[:context], speculative.prompt_lookup_min, speculative.prompt_lookup_max,
                               context + speculative.num_speculative_tokens + 1, speculative.num_speculative_tokens))
-        elif index > 0 and speculative is not None:
+        elif index > 0:
             draft = speculative.num_speculative_tokens  # a drafter model proposes k tokens at every step
         emitted = end - previous_end
-        step = "prefill" if index == 0 else ("plain" if speculative is None else ("draft" if draft else "no-draft"))
+        step = "prefill" if index == 0 else ("draft" if draft else "no-draft")
         rows.append({"request_id": record["request_id"], "kind": kind, "chunk": index, "step": step,
                      "context_tokens": context, "draft_tokens": draft, "emitted": emitted,
                      "seconds": at - previous_time, "merged": emitted > draft + 1})

@@ -391,7 +391,8 @@ def step_table(plan: RunPlan, records: list[dict], probes: list[dict]) -> pd.Dat
     prompts = {p.unique_id: tokenizer(plan.model.prompt(p.problem), add_special_tokens=False)["input_ids"]
                for p in plan.problems.problems}
     speculative = plan.engine.speculative
-    frames = [classify_chunks(record, prompts[record["problem_id"]], speculative, kind)
+    greedy = plan.sampling.temperature == 0
+    frames = [classify_chunks(record, prompts[record["problem_id"]], speculative, kind, greedy and kind == "measured")
               for kind, group in (("measured", records), ("probe", probes)) for record in group]
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     frame.insert(0, "run_name", plan.run_name)
