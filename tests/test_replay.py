@@ -76,9 +76,9 @@ def test_shipped_7b_traces_pinned(traces_dir, math500_path, r1_source) -> None:
 
 
 @pytest.mark.slow
-def test_shipped_1p5b_traces_pinned_with_accuracy(traces_dir, math500_path, r1_tokenizer_path) -> None:
+def test_shipped_1p5b_traces_pinned_with_accuracy(traces_dir, math500_path, r1_tokenizer_path, tmp_path) -> None:
     """The CLI on the 100 1.5B traces: strict accuracy 0.80 at 16K (source's grader: 0.77)."""
-    out = REPO_ROOT / ".pytest_cache" / "replay-1.5b.json"
+    out = tmp_path / "json" / "replay-1.5b.json"  # its folder does not exist yet: the CLI makes it
     result = subprocess.run([sys.executable, "-m", "tts_utils.replay", str(traces_dir / R15), "--model", "1.5b",
                              "--tokenizer", str(r1_tokenizer_path), "--dataset", str(math500_path),
                              "--budgets", "1024,16384", "--json", str(out)],

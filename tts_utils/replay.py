@@ -21,6 +21,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -383,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
           f"lookup {settings.prompt_lookup_min}..{settings.prompt_lookup_max}")
     print(result.summary[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(summary_json(result), out, indent=2, default=float)
             out.write("\n")
