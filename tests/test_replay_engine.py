@@ -65,3 +65,24 @@ def test_replayed_steps_equal_streamed_chunks_and_engine_counters(ngram_server, 
           f"next), {totals['drafts']} drafts, {totals['failed']} of them failed")
     assert totals["failed"] >= 3, "the prompts should make some drafts fail"
     assert totals["merged"] <= totals["steps"] // 10, "most steps should stream as chunks of their own"
+
+
+def test_draft_model_speculation_runs_on_the_cpu_engine(math500_path) -> None:
+    """spec_method draft_model through the whole sweep: the tiny model drafting for itself, so
+    every proposed token must be accepted, and every decoding step carries a k-token draft."""
+    import pandas as pd
+
+    from tts_utils.config import StudyConfig
+    from tts_utils.sweep import plan_runs, run_sweep
+
+    config = StudyConfig.create(study="draft", dataset=str(math500_path), num_problems=2, budgets=[32, 64],
+                                spec_method="draft_model", draft_model="tiny", spec_tokens=3, cpu_kv_cache_gib=1,
+                                extra_engine_args=["--enforce-eager"])
+    plan = plan_runs(config, "03_spec")[0][0]
+    assert plan.method == "draft-model-spec" and '"method": "draft_model"' in plan.engine.speculative.to_engine_json()
+    assert run_sweep(config, "03_spec")["outcome"].tolist() == ["completed"]
+    summary = pd.read_csv(plan.folder().summary_file)
+    assert (summary["spec_acceptance_rate"] == 1.0).all() and (summary["spec_num_drafts"] > 0).all()
+    steps = pd.read_csv(plan.folder().steps_file)
+    decoding = steps[steps["step"] != "prefill"]
+    assert (decoding["step"] == "draft").all() and (decoding["draft_tokens"] == 3).all()
