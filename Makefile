@@ -48,7 +48,7 @@ spec: setup  ## 03_spec: n-gram speculative decoding
 analysis: setup  ## 04_analysis: figures and the claims check
 	$(PIPELINE) run 04_analysis --profile $(PROFILE) $(SET)
 
-test: setup  ## the whole test suite, real CPU engine included (~25 min on 2 cores)
+test: setup  ## the whole test suite on both cores, real CPU engine included (~10 min on 2 cores)
 	$(PY) -m pytest -q -ra -n 2 --dist loadfile --durations=10
 
 test-fast: setup  ## unit tests only, no engine

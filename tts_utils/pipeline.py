@@ -295,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="auto", help="smoke, paper, a YAML path, or auto (default)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
+    # Kernels run in notebooks/: a relative TTS_OUTPUTS_DIR or TTS_CACHE_DIR means the caller's folder.
+    for name in ("TTS_OUTPUTS_DIR", "TTS_CACHE_DIR"):
+        if os.environ.get(name):
+            os.environ[name] = str(Path(os.environ[name]).resolve())
     try:
         if args.command == "check":
             profile = args.target or args.profile

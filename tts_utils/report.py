@@ -68,6 +68,7 @@ table { border-collapse: collapse; width: 100%; table-layout: auto; margin: 8px 
 th, td { border-bottom: 1px solid #d0d7de; padding: 5px 8px; text-align: left; vertical-align: top;
          overflow-wrap: anywhere; }
 th { background: #f6f8fa; font-weight: 600; }
+td:first-child, th:first-child { min-width: 9em; overflow-wrap: normal; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; margin: 8px 0; }
 dl.facts dt { font-weight: 600; color: #59636e; } dl.facts dd { margin: 0; overflow-wrap: anywhere; }
