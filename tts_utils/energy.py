@@ -25,10 +25,6 @@ class EnergyReading:
     gpus: tuple[int, ...]
     missing_reason: str | None = None
 
-    @property
-    def mean_power_w(self) -> float | None:
-        return self.energy_j / self.seconds if self.energy_j is not None and self.seconds > 0 else None
-
     def to_counters(self) -> dict:
         return {"energy_j": self.energy_j, "energy_seconds": self.seconds, "energy_gpus": list(self.gpus),
                 "energy_missing_reason": self.missing_reason}

@@ -1,12 +1,13 @@
 """The step-cost model: what one engine step costs, by kind and context length, and the latency
 it predicts for any step sequence (a measured request's, or a replayed real trace's).
 
-Every streamed chunk of a run is one engine step (``classify_chunks``): the prefill step, a plain
-decoding step (no speculation), a speculative step whose n-gram look-up found no draft, or one
-that verified a draft. The draft length comes from the installed vLLM's own n-gram matcher on the
-context before the step. Per run and kind, step seconds are fitted as ``a + b x context``. A
-chunk that carries more tokens than its draft allows merged several steps and is left out.
-Used by sweep.py (steps.csv per run) and 04_analysis (fit, validation, realistic predictions).
+``classify_chunks`` turns a streamed request into engine steps: the prefill step, a plain decoding
+step (no speculation), a speculative step whose n-gram look-up found no draft, or one that
+verified a draft (draft lengths from the installed vLLM's own n-gram matcher; a drafter model
+proposes k tokens every step). Per run and kind, step seconds are fitted as ``a + b x context``;
+validated on held-out requests; applied to replayed real traces; and turned into the break-even
+tokens per step at which speculation pays off. Used by sweep.py (steps.csv per run) and
+04_analysis (fit, validation, realistic predictions, break-even).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from tts_utils.replay import TraceSteps
 # A configuration whose predicted mean latency misses the measured one by more than this is
 # reported as not validated.
 TOLERANCE = 0.10
-KINDS = ("plain", "no-draft", "draft")
 
 
 def _known_steps(record: dict, prompt_ids: list[int], speculative, greedy: bool) -> TraceSteps | None:

@@ -383,8 +383,8 @@ def _rows(plan: RunPlan, records: list[dict], hardware_label: str, engine_versio
 
 
 def step_table(plan: RunPlan, records: list[dict], probes: list[dict]) -> pd.DataFrame:
-    """One row per streamed chunk of every request: context length, draft length, tokens and
-    seconds; the input of the step-cost model (stepcost.py)."""
+    """One row per engine step of every request (measured and probe): context length, draft
+    length, tokens and seconds; the input of the step-cost model (stepcost.py)."""
     from tts_utils.stepcost import classify_chunks
 
     tokenizer = load_tokenizer(plan.source)
