@@ -286,10 +286,11 @@ def run_replays(config) -> pd.DataFrame:
             result = replay(trace_set, settings, list(config.trace_budgets), load_tokenizer(source),
                             model.reasoning_end, config.grade_timeout_s)
             atomic_write_text(folder / "rows.csv", result.rows.to_csv(index=False))
-            atomic_write_json(folder / "steps.json", [
+            # One compact line per trace: hundreds of thousands of steps.
+            atomic_write_text(folder / "steps.json", "[\n" + ",\n".join(json.dumps(
                 {"problem_id": t.problem_id, "prompt_tokens": len(t.prompt_ids), "output_tokens": len(t.output_ids),
-                 "draft_tokens": s.draft_tokens.tolist(), "emitted": s.emitted.tolist()}
-                for t, s in zip(trace_set.traces, result.steps)])
+                 "draft_tokens": s.draft_tokens.tolist(), "emitted": s.emitted.tolist()}, separators=(",", ":"))
+                for t, s in zip(trace_set.traces, result.steps)) + "\n]\n")
             atomic_write_json(folder / "replay.json", {
                 "identity": {**result.identity, **identity}, "trace_set": trace_set.source,
                 "trace_set_name": trace_set.name, "created_by": provenance.collect(),
