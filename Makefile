@@ -33,8 +33,9 @@ $(VENV)/.installed: pyproject.toml
 reproduce: setup  ## run 00 -> 04 with papermill and render HTML reports (PROFILE=...)
 	$(PIPELINE) reproduce --profile $(PROFILE) $(SET)
 
-setup-report: setup  ## 00_setup: inventory, reachability, cost estimate
+setup-report: setup  ## 00_setup: inventory, reachability, the plan and its time and cost estimate
 	$(PIPELINE) run 00_setup --profile $(PROFILE) $(SET)
+	$(PY) -m tts_utils.estimate --profile $(PROFILE) $(SET)
 
 greedy: setup  ## 01_greedy: baseline at TP=1
 	$(PIPELINE) run 01_greedy --profile $(PROFILE) $(SET)

@@ -80,7 +80,10 @@ def greedy_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture(scope="session")
 def ngram_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory):
-    """The same engine with the paper's n-gram speculation (5 tokens, look-up 1..4)."""
+    """The same engine with the paper's n-gram speculation (5 tokens, look-up 1..4), and the
+    break-even sweep's worker extension reachable through dev-mode /collective_rpc."""
+    from tts_utils.acceptance_sweep import EXTENSION
     from tts_utils.engine import SpeculativeConfig
 
-    yield from _server(tiny_model_path, tmp_path_factory, speculative=SpeculativeConfig(5, 1, 4))
+    yield from _server(tiny_model_path, tmp_path_factory, speculative=SpeculativeConfig(5, 1, 4),
+                       extra_args=("--worker-extension-cls", EXTENSION), env=(("VLLM_SERVER_DEV_MODE", "1"),))

@@ -86,3 +86,19 @@ def test_draft_model_speculation_runs_on_the_cpu_engine(math500_path) -> None:
     steps = pd.read_csv(plan.folder().steps_file)
     decoding = steps[steps["step"] != "prefill"]
     assert (decoding["step"] == "draft").all() and (decoding["draft_tokens"] == 3).all()
+
+
+def test_worker_extension_reaches_the_engine_and_refuses_without_synthetic_sampling(ngram_server) -> None:
+    """The break-even sweep's rate switch (worker_ext.py) is loaded into the real engine's worker
+    and reached through /collective_rpc; this engine samples normally, so it must refuse, and keep
+    serving (an exception in a worker RPC would kill the engine)."""
+    import json
+
+    from tts_utils.runner import make_client
+
+    with make_client(ngram_server.headers) as client:
+        response = client.post(f"{ngram_server.base_url}/collective_rpc", timeout=60.0,
+                               json={"method": "tts_set_synthetic_acceptance", "args": [json.dumps([0.5] * 5)]})
+        alive = client.get(f"{ngram_server.base_url}/health")
+    assert response.status_code == 200 and alive.status_code == 200
+    assert response.json()["results"] == [{"error": "the engine was not started with synthetic rejection sampling"}]

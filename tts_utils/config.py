@@ -21,6 +21,7 @@ from tts_utils.models import MODELS
 
 SPEC_METHODS = ("ngram", "draft_model", "eagle3", "suffix")
 MAX_SPEC_TOKENS = 16
+FLOAT_LISTS = {"acceptance_lengths"}
 
 
 class ConfigError(ValueError):
@@ -63,6 +64,12 @@ class StudyConfig:
     grade_timeout_s: float = 10.0
     dry_run: bool = False
     gpu_hour_usd: float = 0.0
+    acceptance_lengths: tuple[float, ...] = field(default_factory=tuple)
+    batch_concurrency: int = 0
+    latency_problems: int = 0
+    prediction_tolerance: float = 0.15
+    placement: str = "sequential"
+    ray_address: str = ""
 
     @property
     def model_keys(self) -> list[str]:
@@ -132,9 +139,32 @@ class StudyConfig:
             raise ConfigError("max_model_len must be >= 0 (0 = fit prompt + largest budget), grade_timeout_s > 0")
         if not 0.0 < self.gpu_memory_utilization <= 1.0 or self.cpu_kv_cache_gib < 0:
             raise ConfigError("gpu_memory_utilization must be in (0, 1] and cpu_kv_cache_gib >= 0")
+        self.check_grid()
         if not math.isfinite(self.gpu_hour_usd) or self.gpu_hour_usd < 0:
             raise ConfigError(f"gpu_hour_usd must be >= 0 dollars per GPU-hour (0 = list price of the GPU), "
                               f"got {self.gpu_hour_usd}")
+
+    def check_grid(self) -> None:
+        """The cheaper grid (batched accuracy pass, latency on a subset, placement) and the
+        break-even sweep of 03_spec."""
+        if self.batch_concurrency < 0 or self.latency_problems < 0:
+            raise ConfigError("batch_concurrency and latency_problems must be >= 0 (0 = off)")
+        if self.latency_problems and not self.batch_concurrency:
+            raise ConfigError("latency_problems needs batch_concurrency > 0: the batched pass gives the tokens "
+                              "of every problem that latency is predicted for")
+        if self.latency_problems and self.num_problems and self.latency_problems >= self.num_problems:
+            raise ConfigError(f"latency_problems ({self.latency_problems}) must be smaller than num_problems "
+                              f"({self.num_problems}); 0 measures latency on every problem")
+        if not 0.0 < self.prediction_tolerance < 1.0:
+            raise ConfigError(f"prediction_tolerance must be in (0, 1), got {self.prediction_tolerance}")
+        if self.placement not in {"sequential", "ray"}:
+            raise ConfigError(f"placement must be sequential or ray, got {self.placement!r}")
+        if self.ray_address and self.placement != "ray":
+            raise ConfigError("ray_address is only used with placement: ray")
+        for length in self.acceptance_lengths:
+            if not 1.0 <= length <= self.spec_tokens + 1:
+                raise ConfigError(f"acceptance_lengths must lie in [1, spec_tokens + 1 = {self.spec_tokens + 1}] "
+                                  f"(mean tokens per verification step), got {length}")
 
     def check_speculation(self) -> None:
         """03_spec's method and drafter (what can be checked without the engine)."""
@@ -208,8 +238,18 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name} must be a list, got {value!r}")
         inner = int if name in {"budgets", "tp_sizes", "trace_budgets"} else str
+        if isinstance(default, tuple) and name in FLOAT_LISTS:
+            inner = float
         items = []
         for item in value:
+            if inner is float:
+                try:
+                    number = float(item)
+                except (TypeError, ValueError):
+                    number = math.nan
+                if isinstance(item, bool) or not math.isfinite(number):
+                    raise ConfigError(f"{name} must hold finite numbers, got {item!r}")
+                item = number
             if inner is int:
                 if isinstance(item, bool) or not isinstance(item, (int, str)) or not str(item).lstrip("-").isdigit():
                     raise ConfigError(f"{name} must hold integers, got {item!r}")

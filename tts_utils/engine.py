@@ -49,6 +49,7 @@ class SpeculativeConfig:
     synthetic_acceptance_rates: tuple[float, ...] | None = None
     method: str = "ngram"  # or draft_model, eagle3 (drafter in draft_model_path), suffix
     draft_model_path: str | None = None
+    heterogeneous_vocab: bool = False  # draft_model whose vocabulary size differs from the target's
 
     def to_engine_json(self) -> str:
         fields: dict = {"method": self.method, "num_speculative_tokens": self.num_speculative_tokens}
@@ -56,6 +57,8 @@ class SpeculativeConfig:
             fields.update(prompt_lookup_min=self.prompt_lookup_min, prompt_lookup_max=self.prompt_lookup_max)
         if self.draft_model_path is not None:
             fields["model"] = self.draft_model_path
+        if self.heterogeneous_vocab:
+            fields["use_heterogeneous_vocab"] = True
         if self.synthetic_acceptance_rates is not None:
             fields.update(rejection_sample_method="synthetic",
                           synthetic_acceptance_rates=list(self.synthetic_acceptance_rates))
@@ -78,6 +81,9 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.9
     cpu_kv_cache_gib: int = 2  # CPU engine; 0 sizes the KV cache by gpu_memory_utilization of RAM
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+    # Engine environment the kit sets itself: VLLM_BATCH_INVARIANT for the batched accuracy pass,
+    # VLLM_SERVER_DEV_MODE for the break-even sweep's /collective_rpc (see worker_ext.py).
+    env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
     def command(self, port: int, api_key: str) -> list[str]:
         """The argv that starts the server (no shell ever sees it)."""
@@ -104,6 +110,7 @@ class EngineConfig:
         env = dict(os.environ)
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.setdefault("DO_NOT_TRACK", "1")
+        env.update(dict(self.env))
         if detect().accelerator == "cpu":
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.cpu_kv_cache_gib))
             if self.tensor_parallel_size > 1:

@@ -13,6 +13,7 @@ from pathlib import Path
 # No backend is forced: kernels (JupyterLab, papermill) draw inline, so each figure shows in the
 # report; plain scripts without a display fall back to Agg by themselves.
 import matplotlib.pyplot as plt
+import matplotlib.ticker as ticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -164,3 +165,58 @@ def break_even_figure(frame: pd.DataFrame, out: Path):
         ax.legend(fontsize="x-small")
     figure.suptitle("How good must speculation be? Below the black line it pays off", y=1.03)
     return _save(figure, out / "break_even.png")
+
+
+def break_even_curves(frame: pd.DataFrame, table: pd.DataFrame, out: Path):
+    """The break-even sweep (``acceptance_sweep.curves``), one panel per model: ms per token against
+    the measured mean acceptance length per method (band: 95% interval over requests), plain
+    decoding as a black line, each break-even as a dotted line, the real traces' n-gram point."""
+    models = sorted(frame["model"].unique(), key=lambda key: get_model(key).params_billion)
+    methods = sorted(frame["method"].unique())
+    colors = dict(zip(methods, sns.color_palette(n_colors=max(1, len(methods)))))
+    figure, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 6.0), squeeze=False)
+    findings = []
+    for ax, model in zip(axes[0], models):
+        entries = table[table["model"] == model] if not table.empty else table
+        for method in methods:
+            points = frame[(frame["model"] == model) & (frame["method"] == method)]
+            if points.empty:
+                continue
+            _line_with_band("measured_acceptance_length", "ms_per_token", points, color=colors[method],
+                            label=f"{method} ({len(points)} points)", ax=ax)
+            entry = entries[entries["method"] == method]
+            if entry.empty:
+                continue
+            entry = entry.iloc[0]
+            if not math.isnan(entry["break_even_length"]):
+                ax.axvline(entry["break_even_length"], color=colors[method], linestyle=":")
+                ax.annotate(f"break-even {entry['break_even_length']:.2f}", (entry["break_even_length"], 0.03),
+                            xycoords=("data", "axes fraction"), xytext=(3, 0), textcoords="offset points",
+                            rotation=90, va="bottom", fontsize="x-small", color=colors[method])
+                findings.append(f"{model} {method.split('-')[0]} {entry['break_even_length']:.2f}")
+            real_ms = entry.get("real_trace_ms_per_token", math.nan)
+            if not pd.isna(real_ms):
+                ax.scatter([entry["real_trace_length"]], [real_ms], marker="*", s=220, color="red", zorder=4,
+                           edgecolor="black", label=f"real traces @{entry['real_trace_budget_tokens']:.0f}: "
+                           f"{entry['real_trace_length']:.2f} tokens/step\n({entry['real_trace_no_draft_fraction']:.0%} "
+                           "of steps without a draft, counted as 1)")
+            elif method.startswith("ngram"):
+                ax.plot([], [], marker="*", color="red", linestyle="none", label="no real traces of this model")
+        plain = entries["plain_ms_per_token"].dropna() if not entries.empty else entries
+        if len(plain):
+            ax.axhline(plain.iloc[0], color="black", linewidth=1.2, label=f"plain decoding {plain.iloc[0]:.2f} ms/token")
+        else:
+            ax.plot([], [], color="black", label="no plain decoding run")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_locator(ticker.LogLocator(subs=(2.0, 3.0, 5.0)))
+        ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+        ax.tick_params(axis="y", which="minor", labelsize="x-small")
+        ax.set_xlabel("measured mean acceptance length\n(tokens per drafted step)")
+        ax.set_ylabel("ms per output token (log)")
+        ax.set_title(model)
+        ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.2))
+    finding = f": break-even at {', '.join(findings)}" if findings else ""
+    figure.suptitle(f"Below the black line speculation pays{finding}\n(synthetic acceptance; band: 95% interval "
+                    "over requests, none with one request per point)", y=1.0, fontsize="medium")
+    return _save(figure, out / "break_even_curves.png")

@@ -44,6 +44,11 @@ def replays_dir(study: str) -> Path:
     return outputs_dir() / "replays" / study
 
 
+def acceptance_dir(study: str) -> Path:
+    """Break-even sweeps (ms per token at chosen acceptance lengths) written by 03_spec."""
+    return outputs_dir() / "acceptance" / study
+
+
 def figures_dir(study: str) -> Path:
     """Figures and tables written by 04_analysis."""
     return outputs_dir() / "figures" / study

@@ -24,7 +24,7 @@ from tts_utils.replay import TraceSteps
 TOLERANCE = 0.10
 
 
-def _known_steps(record: dict, prompt_ids: list[int], speculative, greedy: bool) -> TraceSteps | None:
+def known_steps(record: dict, prompt_ids: list[int], speculative, greedy: bool) -> TraceSteps | None:
     """The engine's exact steps when they follow from the tokens: plain decoding (one token a step)
     and greedy n-gram verification (replay). None when acceptance was sampled or synthetic."""
     produced = len(record["token_ids"])
@@ -50,7 +50,7 @@ def classify_chunks(record: dict, prompt_ids: list[int], speculative, kind: str,
     """
     ends = list(record["chunk_tokens"])
     times = list(record["chunk_times_s"])
-    known = _known_steps(record, prompt_ids, speculative, greedy)
+    known = known_steps(record, prompt_ids, speculative, greedy)
     if known is not None:
         step_ends = np.minimum(known.produced, len(record["token_ids"]))
         chunk_of = np.searchsorted(ends, step_ends)  # the chunk that delivered each step's last token

@@ -223,6 +223,9 @@ class StudyResults:
     summary: pd.DataFrame
     runs: pd.DataFrame
     excluded: list[tuple[str, str]] = field(default_factory=list)
+    # Batched accuracy passes (method baseline-batched): their latency is batched, so they are kept
+    # out of ``rows`` and ``summary``; latency runs on subsets carry their grades as predicted rows.
+    batched: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def load_study(study: str) -> StudyResults:
@@ -231,7 +234,7 @@ def load_study(study: str) -> StudyResults:
     Runs that are unfinished, or whose files fail validation, are left out and listed in
     ``excluded`` with the file and the reason, never mixed in silently.
     """
-    rows, summaries, runs, excluded = [], [], [], []
+    rows, summaries, runs, excluded, batched = [], [], [], [], []
     folder = study_dir(study)
     for run_dir in sorted(p for p in folder.glob("*") if p.is_dir()) if folder.exists() else []:
         run = RunFolder(run_dir)
@@ -243,9 +246,14 @@ def load_study(study: str) -> StudyResults:
             if not run.is_complete():
                 raise CorruptResultError(f"{run.results_file}: checksum does not match status.json")
             meta = read_json(run.run_file)
+            runs.append({"run_name": run_dir.name, **meta["identity"], "budget_mode": run.status().get("budget_mode"),
+                         "batch_check": run.status().get("batch_check"),
+                         "prediction_check": run.status().get("prediction_check")})
+            if meta["identity"].get("method") == "baseline-batched":
+                batched.append(pd.read_csv(run.summary_file))
+                continue
             rows.append(pd.read_csv(run.results_file))
             summaries.append(pd.read_csv(run.summary_file))
-            runs.append({"run_name": run_dir.name, **meta["identity"], "budget_mode": run.status().get("budget_mode")})
         except (CorruptResultError, pd.errors.ParserError, KeyError, OSError) as error:
             excluded.append((str(run_dir), str(error)))
     return StudyResults(
@@ -253,4 +261,5 @@ def load_study(study: str) -> StudyResults:
         summary=pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame(),
         runs=pd.DataFrame(runs),
         excluded=excluded,
+        batched=pd.concat(batched, ignore_index=True) if batched else pd.DataFrame(),
     )

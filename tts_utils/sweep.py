@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 import traceback
 from collections import defaultdict
@@ -53,11 +54,16 @@ from tts_utils.store import (
     atomic_write_json,
     atomic_write_text,
     file_sha256,
+    read_json,
     read_records,
     study_lock,
 )
 
 NOTEBOOK_METHODS = {"01_greedy": "baseline", "02_tp": "baseline", "03_spec": "ngram-spec"}
+# The batched accuracy pass (batch_concurrency > 0): all problems at once, batch-invariant kernels.
+BATCHED_METHOD = "baseline-batched"
+# Problems re-run at concurrency 1 in the batched pass's engine to check its tokens are batch-1 tokens.
+BATCH_CHECK_PROBLEMS = 3
 # System-only n-gram runs also time steps that find no draft: sampling at temperature 1 on random
 # weights leaves n-gram look-up nothing to match. These probe requests are kept apart (probe.jsonl).
 PROBE_REQUESTS = 2
@@ -90,6 +96,15 @@ class RunPlan:
     grade_timeout_s: float
     startup_timeout_s: int
     acceptance: str = "engine"
+    # Problem ids measured at concurrency 1 when latency is measured on a subset (latency_problems);
+    # the others are predicted from the step-cost model unless the prediction check fails.
+    latency_subset: tuple[str, ...] = ()
+    prediction_tolerance: float = 0.15
+
+    @property
+    def batched(self) -> bool:
+        """The batched accuracy pass (01_greedy with batch_concurrency > 0)."""
+        return self.method == BATCHED_METHOD
 
     @property
     def probe_requests(self) -> int:
@@ -105,6 +120,11 @@ class RunPlan:
         engine = asdict(self.engine)
         engine.pop("model_path")
         engine.pop("served_name")
+        # Fields added later are left out at their defaults, which keeps older runs' names.
+        if not engine["env"]:
+            engine.pop("env")
+        if engine["speculative"] is not None and not engine["speculative"]["heterogeneous_vocab"]:
+            engine["speculative"].pop("heterogeneous_vocab")
         return {
             "model": self.model.key, "model_identity": self.source.identity, "method": self.method,
             "tensor_parallel_size": self.tensor_parallel_size, "engine": engine,
@@ -113,6 +133,7 @@ class RunPlan:
             "num_problems": len(self.problems.problems), "samples_per_problem": self.samples_per_problem,
             "concurrency": self.concurrency, "system_only": self.system_only,
             **({"acceptance": self.acceptance} if self.acceptance != "engine" else {}),
+            **({"latency_problems": len(self.latency_subset)} if self.latency_subset else {}),
         }
 
     @property
@@ -129,11 +150,14 @@ class RunPlan:
         return [RequestSpec(f"probe-{p.unique_id}#b{length}", p.unique_id, 0, self.model.prompt(p.problem), length)
                 for p in self.problems.problems[:self.probe_requests]]
 
-    def request_specs(self, budget_mode: str) -> list[RequestSpec]:
-        """One request per problem and sample at the largest budget (one-pass), or one per budget."""
+    def request_specs(self, budget_mode: str, every_problem: bool = True) -> list[RequestSpec]:
+        """One request per problem and sample at the largest budget (one-pass), or one per budget;
+        only the latency subset's problems unless ``every_problem``."""
         lengths = [max(self.budgets)] if budget_mode == "one-pass" else sorted(set(self.budgets))
         specs = []
         for problem in self.problems.problems:
+            if not every_problem and self.latency_subset and problem.unique_id not in self.latency_subset:
+                continue
             for sample in range(self.samples_per_problem):
                 for max_tokens in lengths:
                     specs.append(RequestSpec(f"{problem.unique_id}#s{sample}#b{max_tokens}",
@@ -148,6 +172,7 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
         raise ConfigError(f"unknown sweep notebook {notebook!r}; expected one of {', '.join(NOTEBOOK_METHODS)}")
     tp_sizes, skipped = config.usable_tp_sizes() if notebook == "02_tp" else ([1], [])
     problems = load_problems(config.dataset, config.num_problems, config.seed)
+    subset = latency_subset(problems, config)
     spec_settings = (config.spec_tokens, config.spec_lookup_min, config.spec_lookup_max)
     sampling = SamplingConfig(config.temperature, config.top_p, config.seed, ignore_eos=config.system_only)
     plans = []
@@ -165,6 +190,8 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
         source = resolve(model, config.load_format)
         tokenizer = load_tokenizer(source)
         model_config = load_model_config(source)
+        if speculative is not None and speculative.method == "draft_model":
+            speculative = with_vocabulary_check(speculative, config, key, model_config)
         prompt_tokens = tuple(len(tokenizer(model.prompt(p.problem), add_special_tokens=False)["input_ids"])
                               for p in problems.problems)
         needed = max(prompt_tokens) + config.max_budget + CONTEXT_MARGIN_TOKENS
@@ -175,7 +202,13 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
         if source.max_context is not None and max_model_len > source.max_context:
             raise ConfigError(f"prompt + largest budget need {max_model_len} tokens but {key} has a "
                               f"{source.max_context}-token context")
-        for size in tp_sizes:
+        if notebook == "01_greedy" and config.batch_concurrency:
+            tp_sizes_here = [BATCHED_METHOD, *tp_sizes]
+        else:
+            tp_sizes_here = list(tp_sizes)
+        for size in tp_sizes_here:
+            batched = size == BATCHED_METHOD
+            size = 1 if batched else size
             engine = EngineConfig(
                 model_path=source.engine_path, served_name=key, tensor_parallel_size=size,
                 dtype=config.dtype, max_model_len=max_model_len, speculative=speculative,
@@ -183,18 +216,34 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
                 trust_remote_code=config.trust_remote_code,
                 gpu_memory_utilization=config.gpu_memory_utilization,
                 cpu_kv_cache_gib=config.cpu_kv_cache_gib, extra_args=config.extra_engine_args,
+                # vLLM's batch-invariant kernels are Triton (GPU); the CPU build crashes on its first
+                # request with them, so there the live check alone decides.
+                env=(("VLLM_BATCH_INVARIANT", "1"),) if batched and detect().accelerator == "gpu" else (),
             )
             try:
                 check_memory(engine, model_config, model.params_billion)
             except EngineStartError as error:
                 raise ConfigError(f"{key} at TP={size}: {error}") from None
             plans.append(RunPlan(
-                config.study, model, source, method, engine, sampling,
+                config.study, model, source, BATCHED_METHOD if batched else method, engine, sampling,
                 tuple(sorted(set(config.budgets))), problems, prompt_tokens, config.samples_per_problem,
-                config.concurrency, config.system_only, config.grade_timeout_s,
-                config.startup_timeout_s, acceptance,
+                config.batch_concurrency if batched else config.concurrency, config.system_only,
+                config.grade_timeout_s, config.startup_timeout_s, acceptance,
+                () if batched else subset, config.prediction_tolerance,
             ))
     return plans, skipped
+
+
+def latency_subset(problems: ProblemSet, config: StudyConfig) -> tuple[str, ...]:
+    """The seeded subset of problems whose latency is measured (latency_problems > 0), in dataset
+    order; empty when every problem is measured."""
+    import random
+
+    ids = [p.unique_id for p in problems.problems]
+    if not config.latency_problems or config.latency_problems >= len(ids):
+        return ()
+    chosen = set(random.Random(config.seed).sample(ids, config.latency_problems))
+    return tuple(i for i in ids if i in chosen)
 
 
 def spec_method_label(spec_method: str, synthetic: bool) -> str:
@@ -224,6 +273,20 @@ def drafter_path(config: StudyConfig) -> str | None:
             raise ConfigError("spec_method suffix needs the arctic-inference package (vLLM's suffix decoding); "
                               "it is not installed in this Python")
     return None
+
+
+def with_vocabulary_check(speculative: SpeculativeConfig, config: StudyConfig, target_key: str,
+                          target_config: dict) -> SpeculativeConfig:
+    """vLLM's draft_model needs equal vocabulary sizes, or ``use_heterogeneous_vocab`` (drafts are
+    limited to the tokens both tokenizers share, drafted greedily). R1-Distill-Qwen-1.5B pads its
+    embedding to 151,936 rows and 7B/14B to 152,064 over the same tokenizer, so that pair needs it."""
+    draft_vocab = load_model_config(resolve(get_model(config.draft_model), config.load_format)).get("vocab_size")
+    target_vocab = target_config.get("vocab_size")
+    if draft_vocab == target_vocab:
+        return speculative
+    print(f"-- draft {config.draft_model} has {draft_vocab} vocabulary rows, target {target_key} {target_vocab}: "
+          "vLLM drafts over the tokens both tokenizers share (use_heterogeneous_vocab).")
+    return replace(speculative, heterogeneous_vocab=True)
 
 
 def acceptance_for(config: StudyConfig, model_key: str) -> tuple[tuple[float, ...] | None, str]:
@@ -292,17 +355,90 @@ def _measure(client, server: VLLMServer, plan: RunPlan, target: Path, specs: lis
     return {**counters, **meter.reading.to_counters()}
 
 
+def verify_batch_invariance(client, server: VLLMServer, plan: RunPlan, records: list[dict],
+                            problems: int = BATCH_CHECK_PROBLEMS) -> dict:
+    """Re-run a few problems of the batched pass alone (concurrency 1, same engine) and compare
+    every token: batch-invariant kernels make them equal; where they are not, the batched tokens
+    do not stand for batch-1 runs."""
+    batched = {r["problem_id"]: r for r in records if r["sample_index"] == 0}
+    mismatches, checked = [], []
+    for problem in plan.problems.problems[:problems]:
+        long_run = batched.get(problem.unique_id)
+        if long_run is None:
+            continue
+        alone = stream_one(client, server.base_url, plan.model.key,
+                           RequestSpec(f"batch-check-{problem.unique_id}", problem.unique_id, 0,
+                                       plan.model.prompt(problem.problem), long_run["max_tokens"]), plan.sampling)
+        checked.append(problem.unique_id)
+        if alone.token_ids != long_run["token_ids"]:
+            same = next((i for i, (a, b) in enumerate(zip(alone.token_ids, long_run["token_ids"])) if a != b),
+                        min(len(alone.token_ids), len(long_run["token_ids"])))
+            mismatches.append({"problem_id": problem.unique_id, "first_difference_at_token": same})
+    return {"checked": checked, "mismatches": mismatches, "consistent": bool(checked) and not mismatches,
+            "batch_invariant_env": dict(plan.engine.env).get("VLLM_BATCH_INVARIANT") == "1"}
+
+
+def batched_run(plan: RunPlan) -> RunFolder | None:
+    """The complete batched accuracy pass of this plan's model, problems and sampling, if any."""
+    for run_file in sorted(plan.folder().path.parent.glob(f"{plan.model.key}-{BATCHED_METHOD}-*/run.json")):
+        folder = RunFolder(run_file.parent)
+        identity = read_json(run_file).get("identity", {})
+        if folder.is_complete() and identity.get("problem_fingerprint") == plan.problems.fingerprint and \
+                identity.get("samples_per_problem") == plan.samples_per_problem and \
+                identity.get("sampling") == asdict(plan.sampling) and \
+                max(identity.get("budgets", [0])) >= max(plan.budgets):
+            return folder
+    return None
+
+
+def latency_scope(plan: RunPlan, folder: RunFolder) -> tuple[bool, str]:
+    """Whether a subset plan must measure every problem, and why (or why not)."""
+    if not plan.latency_subset:
+        return True, "every problem measured"
+    status = folder.status()
+    if status.get("latency_scope", "").startswith("every problem"):
+        return True, status["latency_scope"]
+    batched = batched_run(plan)
+    if batched is None:
+        return True, "every problem measured: no complete batched pass of this model to predict from"
+    check = batched.status().get("batch_check", {})
+    if not check.get("consistent"):
+        return True, "every problem measured: the batched pass's tokens differ from batch-1 tokens"
+    return False, f"{len(plan.latency_subset)} problems measured, the others predicted"
+
+
+def prediction_check(plan: RunPlan, folder: RunFolder) -> dict:
+    """Step-cost model fitted on half of the measured subset, checked on the other half, per budget."""
+    from tts_utils.stepcost import validate
+
+    records = read_records(folder.requests_file)
+    steps = step_table(plan, records, read_records(folder.probe_file))
+    latencies = pd.DataFrame([{"run_name": plan.run_name, "request_id": r["request_id"], "budget_tokens": budget,
+                               "e2e_latency_s": view_at_budget(r, budget).e2e_latency_s}
+                              for r in records for budget in plan.budgets])
+    table = validate(steps, latencies)
+    worst = float(table["error"].loc[table["error"].abs().idxmax()]) if not table.empty else math.nan
+    return {"tolerance": plan.prediction_tolerance, "worst_error": worst,
+            "passed": bool(abs(worst) <= plan.prediction_tolerance),
+            "per_budget": table[["budget_tokens", "requests", "error"]].to_dict("records") if not table.empty else []}
+
+
 def _engine_session(plan: RunPlan, folder: RunFolder, budget_mode: str | None) -> str:
-    """Start an engine, run what is missing (and the one-pass check), record the session."""
+    """Start an engine, run what is missing (and the one-pass, batch and prediction checks),
+    record the session."""
     records = read_records(folder.requests_file, repair=True)
     done = {r["request_id"] for r in records}
-    missing = [s for s in plan.request_specs(budget_mode or "one-pass") if s.request_id not in done]
-    needs_check = budget_mode is None and len(plan.budgets) > 1
+    every_problem, scope = latency_scope(plan, folder)
+    missing = [s for s in plan.request_specs(budget_mode or "one-pass", every_problem) if s.request_id not in done]
+    needs_check = budget_mode is None and len(plan.budgets) > 1 and not plan.batched
+    needs_batch_check = plan.batched and "batch_check" not in folder.status()
+    needs_gate = not every_problem and "prediction_check" not in folder.status()
     needs_probe = len(read_records(folder.probe_file)) < plan.probe_requests
-    if not missing and not needs_check and not needs_probe:
+    if not (missing or needs_check or needs_batch_check or needs_gate or needs_probe):
         return budget_mode or "one-pass"
-    folder.set_status("running", budget_mode=budget_mode, done=len(done))
+    folder.set_status("running", budget_mode=budget_mode, done=len(done), latency_scope=scope)
     session = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "provenance": provenance.collect()}
+    started = time.monotonic()
     server = VLLMServer(plan.engine, folder.engine_log, startup_timeout_s=plan.startup_timeout_s)
     # The client is entered first so that it closes last: on an interrupt the engine stops first,
     # which ends any stream in flight, instead of the client waiting on that stream.
@@ -320,17 +456,36 @@ def _engine_session(plan: RunPlan, folder: RunFolder, budget_mode: str | None) -
                       f"run's prefix ({len(check['mismatches'])} of {len(check['checked'])} checked); "
                       "falling back to a separate run per budget for this configuration.")
                 done = {r["request_id"] for r in read_records(folder.requests_file)}
-                extra = [s for s in plan.request_specs("separate") if s.request_id not in done]
+                extra = [s for s in plan.request_specs("separate", every_problem) if s.request_id not in done]
                 deltas.append(_measure(client, server, plan, folder.requests_file, extra))
+        if needs_batch_check:
+            check = verify_batch_invariance(client, server, plan, read_records(folder.requests_file))
+            folder.set_status("running", batch_check=check)
+            if not check["consistent"]:
+                print(f"!! {plan.run_name}: the batched pass's greedy tokens differ from batch-1 tokens on "
+                      f"{len(check['mismatches'])} of {len(check['checked'])} problems checked; latency runs of "
+                      f"{plan.model.key} fall back to measuring every problem at concurrency 1.")
         probed = {r["request_id"] for r in read_records(folder.probe_file)}
         probes = [s for s in plan.probe_specs() if s.request_id not in probed]
         if probes:
             session["probe"] = _measure(client, server, plan, folder.probe_file, probes,
                                         replace(plan.sampling, temperature=1.0, top_p=1.0))
+        if needs_gate:
+            gate = prediction_check(plan, folder)
+            folder.set_status("running", prediction_check=gate)
+            if not gate["passed"]:
+                scope = (f"every problem measured: the step-cost prediction missed by {gate['worst_error']:+.1%} "
+                         f"(tolerance {plan.prediction_tolerance:.0%})")
+                print(f"!! {plan.run_name}: {scope}; measuring the other problems now.")
+                folder.set_status("running", latency_scope=scope)
+                done = {r["request_id"] for r in read_records(folder.requests_file)}
+                extra = [s for s in plan.request_specs(budget_mode or "one-pass") if s.request_id not in done]
+                deltas.append(_measure(client, server, plan, folder.requests_file, extra))
         session["requests_run"] = len(missing)
         session["energy"] = [{k: d.get(k) for k in ENERGY_KEYS} for d in deltas]
         session["counters"] = {k: sum(d.get(k, 0.0) for d in deltas) for d in deltas for k in d
                                if k.startswith("vllm:")}
+    session["wall_s"] = time.monotonic() - started
     append_record(folder.segments_file, session)
     return budget_mode or "one-pass"
 
@@ -399,6 +554,52 @@ def step_table(plan: RunPlan, records: list[dict], probes: list[dict]) -> pd.Dat
     return frame
 
 
+# What a predicted row takes from the batched pass: the tokens' facts and their grades.
+TOKEN_COLUMNS = ("prompt_tokens", "output_tokens", "hit_budget", "finish_reason", "strict_correct",
+                 "lenient_correct", "reasoning_finished", "strict_answer", "grade_status")
+
+
+def predicted_rows(plan: RunPlan, folder: RunFolder, measured: pd.DataFrame) -> pd.DataFrame:
+    """Rows for the problems outside the latency subset: tokens and grades from the batched pass,
+    latency from this run's step-cost model (fitted on all its measured requests) applied to the
+    batched tokens' steps (one token a step, or n-gram steps by replay). Empty when this run's
+    acceptance is sampled or synthetic, where tokens do not determine the steps."""
+    from tts_utils.stepcost import fit_step_costs, known_steps, predict_request
+
+    batched = batched_run(plan)
+    if batched is None:
+        return pd.DataFrame()
+    tokenizer = load_tokenizer(plan.source)
+    costs = fit_step_costs(step_table(plan, read_records(folder.requests_file), read_records(folder.probe_file)))
+    ttft = float(measured["ttft_s"].mean())
+    grades = pd.read_csv(batched.results_file).set_index(["problem_id", "sample_index", "budget_tokens"])
+    problems = {p.unique_id: p for p in plan.problems.problems}
+    greedy = plan.sampling.temperature == 0
+    rows = []
+    for record in read_records(batched.requests_file):
+        if record["problem_id"] in plan.latency_subset or record["problem_id"] not in problems:
+            continue
+        prompt_ids = tokenizer(plan.model.prompt(problems[record["problem_id"]].problem),
+                               add_special_tokens=False)["input_ids"]
+        steps = known_steps(record, prompt_ids, plan.engine.speculative, greedy)
+        if steps is None:
+            return pd.DataFrame()
+        for budget in plan.budgets:
+            graded = grades.loc[(record["problem_id"], record["sample_index"], budget)]
+            e2e = predict_request(costs, len(prompt_ids), ttft, steps.draft_tokens, steps.emitted, budget,
+                                  plan.engine.speculative is not None)
+            tokens = int(graded["output_tokens"])
+            tokens_and_grades = {key: graded[key] for key in TOKEN_COLUMNS if key in graded}
+            rows.append({**measured.iloc[0].to_dict(), **tokens_and_grades,
+                         "problem_id": record["problem_id"], "sample_index": record["sample_index"],
+                         "budget_tokens": budget, "request_id": f"predicted:{record['request_id']}",
+                         "e2e_latency_s": e2e, "ttft_s": ttft, "tpot_s": time_per_output_token(e2e, ttft, tokens),
+                         "tokens_per_s": tokens / e2e if e2e else float("nan"),
+                         "cost_gpu_s_per_token": cost_per_token(plan.tensor_parallel_size, e2e, tokens),
+                         "energy_j": float("nan"), "latency_source": "predicted"})
+    return pd.DataFrame(rows)[list(measured.columns)] if rows else pd.DataFrame()
+
+
 def finalize(plan: RunPlan, folder: RunFolder, budget_mode: str) -> None:
     """Derive, grade and summarise a run whose requests are all on disk; mark it complete."""
     records = read_records(folder.requests_file)
@@ -407,6 +608,13 @@ def finalize(plan: RunPlan, folder: RunFolder, budget_mode: str) -> None:
     label = hardware.describe().split(";")[0]
     engine_version = segments[-1].get("engine_version") if segments else None
     rows = _rows(plan, records, label, engine_version)
+    rows["latency_source"] = "measured"
+    every_problem, scope = latency_scope(plan, folder)
+    if not every_problem:
+        predicted = predicted_rows(plan, folder, rows)
+        if predicted.empty:
+            scope = f"{len(plan.latency_subset)} problems measured; no step model for this acceptance, none predicted"
+        rows = pd.concat([rows, predicted], ignore_index=True)
     summary = summarise(rows, ["study", "run_name", "model", "method", "acceptance", "tensor_parallel_size",
                                "system_only", "hardware", "budget_tokens"])
     counters: dict[str, float] = defaultdict(float)
@@ -427,12 +635,17 @@ def finalize(plan: RunPlan, folder: RunFolder, budget_mode: str) -> None:
             summary.loc[at_max, "mean_e2e_latency_s"] / summary.loc[at_max, "engine_mean_e2e_latency_s"] - 1.0
         ) * 100.0
     summary["budget_mode"] = budget_mode
+    summary["latency_scope"] = scope
+    measured_share = rows.groupby("budget_tokens")["latency_source"].apply(lambda s: (s == "measured").mean())
+    summary["measured_fraction"] = summary["budget_tokens"].map(measured_share)
     summary["engine_version"] = engine_version
     summary["engine_startup_s"] = segments[-1].get("engine_startup_s") if segments else None
     if plan.system_only:
         summary[["accuracy_strict", "accuracy_lenient"]] = float("nan")
     atomic_write_text(folder.results_file, rows.to_csv(index=False))
-    atomic_write_text(folder.steps_file, step_table(plan, records, read_records(folder.probe_file)).to_csv(index=False))
+    if not plan.batched:  # a batched pass's chunks interleave many requests: no step costs there
+        atomic_write_text(folder.steps_file,
+                          step_table(plan, records, read_records(folder.probe_file)).to_csv(index=False))
     atomic_write_text(folder.summary_file, summary.to_csv(index=False))
     folder.set_status("complete", budget_mode=budget_mode, done=len(records),
                       sha256={"results.csv": file_sha256(folder.results_file),
@@ -466,9 +679,14 @@ def _record_failure(plan: RunPlan, error: BaseException) -> None:
                                             "requests_on_disk": done})
 
 
-def run_sweep(config: StudyConfig, notebook: str) -> pd.DataFrame:
-    """Plan and run a notebook's sweep; returns one row per run (name, outcome, seconds)."""
+def run_sweep(config: StudyConfig, notebook: str, only: str = "") -> pd.DataFrame:
+    """Plan and run a notebook's sweep; returns one row per run (name, outcome, seconds).
+    ``only``: run just the plans whose run name contains it (the CLI's ``--only``)."""
     plans, skipped = plan_runs(config, notebook)
+    if only:
+        plans = [plan for plan in plans if only in plan.run_name]
+        if not plans:
+            raise ConfigError(f"--only {only!r} matches none of this sweep's runs")
     for reason in skipped:
         print(f"-- skipped: {reason}")
     if config.dry_run:
@@ -477,6 +695,23 @@ def run_sweep(config: StudyConfig, notebook: str) -> pd.DataFrame:
         print("dry run: nothing is started.")
         return estimate_plans(plans, detect().accelerator)
     outcomes, failures = [], []
+    if config.placement == "ray":  # side by side on disjoint GPUs (placement.py); same files, same lock
+        from tts_utils.placement import run_placed
+
+        def report(row: dict) -> None:
+            where = f" [{row['node']} GPU {row['gpu_ids']}, attempt {row['attempts']}]" if row["node"] else ""
+            print(f"{row['run_name']}: {row['outcome']}{where}")
+
+        # A latency run predicts from its model's batched pass, so the batched passes go first.
+        waves = [wave for wave in ([p for p in plans if p.batched], [p for p in plans if not p.batched]) if wave]
+        with study_lock(config.study):
+            outcomes = [row for wave in waves for row in
+                        run_placed(wave, execute, ray_address=config.ray_address, on_failure=_record_failure,
+                                   on_outcome=report)]
+        failures = [f"{row['run_name']}: {row['error']}" for row in outcomes if row["error"] is not None]
+        if failures:
+            raise SweepError(f"{len(failures)} of {len(plans)} runs failed: " + "; ".join(failures))
+        return pd.DataFrame(outcomes)
     with study_lock(config.study):
         for plan in plans:
             started = time.monotonic()
@@ -508,10 +743,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("notebook", choices=sorted(NOTEBOOK_METHODS))
     parser.add_argument("--profile", default="auto")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--only", default="", metavar="TEXT", help="run only the runs whose name contains TEXT")
     args = parser.parse_args(argv)
     try:
         _, config = resolve_parameters(args.profile, parse_overrides(args.overrides))
-        print(run_sweep(config, args.notebook).to_string(index=False))
+        print(run_sweep(config, args.notebook, args.only).to_string(index=False))
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
