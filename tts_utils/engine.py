@@ -99,6 +99,10 @@ class EngineConfig:
         ]
         if detect().accelerator == "gpu" or self.cpu_kv_cache_gib == 0:
             argv += ["--gpu-memory-utilization", str(self.gpu_memory_utilization)]
+        if self.tensor_parallel_size > 1:
+            # vLLM's default on one node, made explicit: inside a Ray worker (placement: ray) it
+            # could otherwise pick Ray's executor and ask the cluster for GPUs a second time.
+            argv += ["--distributed-executor-backend", "mp"]
         if self.speculative is not None:
             argv += ["--speculative-config", self.speculative.to_engine_json()]
         if self.trust_remote_code:

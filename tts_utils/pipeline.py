@@ -33,6 +33,7 @@ import yaml
 
 from tts_utils.config import ConfigError, StudyConfig, read_profile
 from tts_utils.hardware import detect
+from tts_utils.notebook import SYSTEM_ONLY_WARNING
 from tts_utils.paths import NOTEBOOKS_DIR, profile_path, reports_dir, study_dir
 from tts_utils.store import atomic_write_json, read_json
 from tts_utils.tiny_model import PLUMBING_WARNING
@@ -321,8 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     record: dict[str, Any] = {"command": args.command, "invocation": command, "profile": profile,
                               "parameters": values, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                               "notebooks": {}}
-    if "tiny" in config.model_keys or config.system_only:
-        print(f"\n{'!' * 100}\n!! {PLUMBING_WARNING}\n{'!' * 100}\n", flush=True)
+    warning = PLUMBING_WARNING if "tiny" in config.model_keys else SYSTEM_ONLY_WARNING if config.system_only else ""
+    if warning:
+        print(f"\n{'!' * 100}\n!! {warning}\n{'!' * 100}\n", flush=True)
     outcome, code = "ok", 0
     try:
         for name in names:

@@ -316,23 +316,46 @@ def _warm_up(client, server: VLLMServer, plan: RunPlan) -> None:
                plan.sampling)
 
 
+def _rerun_alone(client, server: VLLMServer, plan: RunPlan, records: list[dict], problems: int, label: str,
+                 max_tokens: int | None) -> tuple[list[str], list[tuple[str, int]]]:
+    """Re-run the first problems one at a time, at ``max_tokens`` (None: each record's own), and
+    compare their tokens with the recorded run's first tokens. Returns the problems checked and,
+    for each mismatch, the problem and the first token that differs."""
+    recorded = {r["problem_id"]: r for r in records if r["sample_index"] == 0}
+    checked, mismatches = [], []
+    for problem in plan.problems.problems[:problems]:
+        record = recorded.get(problem.unique_id)
+        if record is None:
+            continue
+        length = max_tokens or record["max_tokens"]
+        again = stream_one(client, server.base_url, plan.model.key,
+                           RequestSpec(f"{label}-{problem.unique_id}", problem.unique_id, 0,
+                                       plan.model.prompt(problem.problem), length), plan.sampling).token_ids
+        expected = record["token_ids"][:length]
+        checked.append(problem.unique_id)
+        if again != expected:
+            differs = next((i for i, (a, b) in enumerate(zip(again, expected)) if a != b), min(len(again), len(expected)))
+            mismatches.append((problem.unique_id, differs))
+    return checked, mismatches
+
+
 def verify_one_pass(client, server: VLLMServer, plan: RunPlan, records: list[dict], problems: int = 2) -> dict:
     """Re-run a few problems at the smallest budget and compare with the long run's prefix."""
     budget = min(plan.budgets)
-    long_runs = {r["problem_id"]: r for r in records if r["sample_index"] == 0}
-    mismatches, checked = [], []
-    for problem in plan.problems.problems[:problems]:
-        long_run = long_runs.get(problem.unique_id)
-        if long_run is None:
-            continue
-        short = stream_one(client, server.base_url, plan.model.key,
-                           RequestSpec(f"check-{problem.unique_id}", problem.unique_id, 0,
-                                       plan.model.prompt(problem.problem), budget), plan.sampling)
-        checked.append(problem.unique_id)
-        if short.token_ids != long_run["token_ids"][:budget]:
-            mismatches.append(problem.unique_id)
-    return {"budget_tokens": budget, "checked": checked, "mismatches": mismatches,
+    checked, mismatches = _rerun_alone(client, server, plan, records, problems, "check", budget)
+    return {"budget_tokens": budget, "checked": checked, "mismatches": [m[0] for m in mismatches],
             "consistent": not mismatches}
+
+
+def verify_batch_invariance(client, server: VLLMServer, plan: RunPlan, records: list[dict],
+                            problems: int = BATCH_CHECK_PROBLEMS) -> dict:
+    """Re-run a few problems of the batched pass alone (concurrency 1, same engine) and compare
+    every token: batch-invariant kernels make them equal; where they are not, the batched tokens
+    do not stand for batch-1 runs."""
+    checked, mismatches = _rerun_alone(client, server, plan, records, problems, "batch-check", None)
+    return {"checked": checked, "consistent": bool(checked) and not mismatches,
+            "mismatches": [{"problem_id": p, "first_difference_at_token": at} for p, at in mismatches],
+            "batch_invariant_env": dict(plan.engine.env).get("VLLM_BATCH_INVARIANT") == "1"}
 
 
 def _measure(client, server: VLLMServer, plan: RunPlan, target: Path, specs: list[RequestSpec],
@@ -353,29 +376,6 @@ def _measure(client, server: VLLMServer, plan: RunPlan, target: Path, specs: lis
                          plan.concurrency, on_record=lambda record: keep(record, meter), progress=advance)
     counters = counter_delta(before, read_counters(client, server.base_url))
     return {**counters, **meter.reading.to_counters()}
-
-
-def verify_batch_invariance(client, server: VLLMServer, plan: RunPlan, records: list[dict],
-                            problems: int = BATCH_CHECK_PROBLEMS) -> dict:
-    """Re-run a few problems of the batched pass alone (concurrency 1, same engine) and compare
-    every token: batch-invariant kernels make them equal; where they are not, the batched tokens
-    do not stand for batch-1 runs."""
-    batched = {r["problem_id"]: r for r in records if r["sample_index"] == 0}
-    mismatches, checked = [], []
-    for problem in plan.problems.problems[:problems]:
-        long_run = batched.get(problem.unique_id)
-        if long_run is None:
-            continue
-        alone = stream_one(client, server.base_url, plan.model.key,
-                           RequestSpec(f"batch-check-{problem.unique_id}", problem.unique_id, 0,
-                                       plan.model.prompt(problem.problem), long_run["max_tokens"]), plan.sampling)
-        checked.append(problem.unique_id)
-        if alone.token_ids != long_run["token_ids"]:
-            same = next((i for i, (a, b) in enumerate(zip(alone.token_ids, long_run["token_ids"])) if a != b),
-                        min(len(alone.token_ids), len(long_run["token_ids"])))
-            mismatches.append({"problem_id": problem.unique_id, "first_difference_at_token": same})
-    return {"checked": checked, "mismatches": mismatches, "consistent": bool(checked) and not mismatches,
-            "batch_invariant_env": dict(plan.engine.env).get("VLLM_BATCH_INVARIANT") == "1"}
 
 
 def batched_run(plan: RunPlan) -> RunFolder | None:
