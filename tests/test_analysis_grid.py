@@ -104,7 +104,8 @@ def _write_sweep(model: str, method: str, points: list[tuple[float, float]]) -> 
         "engine": {"speculative": {"num_speculative_tokens": 5, "draft_model_path": None}}}})
     for length, ms in points:
         append_record(folder / "points.jsonl", {"acceptance_length": length, "measured_acceptance_length": length,
-                                                "requests": [{"e2e_latency_s": ms * 1.024, "output_tokens": 1024}]})
+                                                "requests": [{"problem_id": "p", "e2e_latency_s": ms * 1.024,
+                                                              "output_tokens": 1024}]})
 
 
 def test_study_break_even_and_its_figure(tmp_path: Path) -> None:

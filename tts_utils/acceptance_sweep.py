@@ -27,6 +27,7 @@ import pandas as pd
 from tts_utils import provenance
 from tts_utils.config import ConfigError, StudyConfig
 from tts_utils.engine import VLLMServer
+from tts_utils.intervals import interval
 from tts_utils.models import get_model
 from tts_utils.paths import acceptance_dir
 from tts_utils.runner import RequestSpec, counter_delta, make_client, read_counters, stream_one
@@ -150,7 +151,7 @@ def run_sweeps(config: StudyConfig) -> pd.DataFrame:
 
 def curves(study: str) -> pd.DataFrame:
     """04_analysis: one row per model, method and length: ms per token (total time / tokens, with a
-    95% bootstrap interval over requests: none with one request), target and measured acceptance
+    95% bootstrap interval over problems, intervals.py: none below 5), target and measured acceptance
     length, and the sweep's budget (``budget_tokens``)."""
     rows = []
     for folder in sorted(acceptance_dir(study).glob("*/sweep.json")):
@@ -158,19 +159,16 @@ def curves(study: str) -> pd.DataFrame:
         identity = meta["identity"]
         speculative = identity["engine"]["speculative"]
         for point in read_records(folder.parent / "points.jsonl"):
-            requests = pd.DataFrame(point["requests"])
-            seconds, tokens = requests["e2e_latency_s"].to_numpy(), requests["output_tokens"].to_numpy()
-            draws = np.random.default_rng(0).integers(0, len(requests), (2000, len(requests)))
-            boot = seconds[draws].sum(axis=1) / tokens[draws].sum(axis=1) * 1e3
+            requests = pd.DataFrame(point["requests"]).assign(num_gpus=1)  # seconds per token, not GPU-seconds
+            per_token = interval(requests, "cost_gpu_s_per_token")
             rows.append({"run_name": meta["run_name"], "model": identity["model"], "method": identity["method"],
                          "budget_tokens": min(identity["budgets"]), "drafter": speculative.get("draft_model_path"),
                          "spec_tokens": speculative["num_speculative_tokens"],
                          "acceptance_length": point["acceptance_length"],
                          "measured_acceptance_length": point["measured_acceptance_length"],
-                         "requests": len(requests), "output_tokens": int(tokens.sum()),
-                         "ms_per_token": seconds.sum() / tokens.sum() * 1e3,
-                         "ms_per_token_lo": float(np.percentile(boot, 2.5)),
-                         "ms_per_token_hi": float(np.percentile(boot, 97.5))})
+                         "requests": len(requests), "output_tokens": int(requests["output_tokens"].sum()),
+                         "ms_per_token": per_token.estimate * 1e3, "ms_per_token_lo": per_token.low * 1e3,
+                         "ms_per_token_hi": per_token.high * 1e3})
     return pd.DataFrame(rows)
 
 
@@ -274,18 +272,13 @@ def study_break_even(frame: pd.DataFrame, summary: pd.DataFrame, replays: pd.Dat
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tts_utils.acceptance_sweep [--profile P] [--set k=v]``: the sweep without Jupyter."""
-    import argparse
     import sys
 
-    from tts_utils.pipeline import parse_overrides, resolve_parameters
+    from tts_utils.pipeline import study_config, study_parser
 
-    parser = argparse.ArgumentParser(prog="python -m tts_utils.acceptance_sweep", description=main.__doc__)
-    parser.add_argument("--profile", default="auto")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
+    args = study_parser("python -m tts_utils.acceptance_sweep", main.__doc__).parse_args(argv)
     try:
-        _, config = resolve_parameters(args.profile, parse_overrides(args.overrides))
-        print(run_sweeps(config).to_string(index=False))
+        print(run_sweeps(study_config(args)).to_string(index=False))
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

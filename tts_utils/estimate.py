@@ -497,22 +497,19 @@ def estimate_plans(plans: list[RunPlan], accelerator: str = "gpu") -> pd.DataFra
 def main(argv: list[str] | None = None) -> int:
     """``python -m tts_utils.estimate [--profile P] [--set k=v] [--reference] [--upper-bound] [--write]``:
     the study estimate and its plan, without Jupyter (written to the study folder with --write)."""
-    import argparse
     import sys
 
     from tts_utils.config import ConfigError
-    from tts_utils.pipeline import parse_overrides, resolve_parameters
+    from tts_utils.pipeline import study_config, study_parser
 
-    parser = argparse.ArgumentParser(prog="python -m tts_utils.estimate", description=main.__doc__)
-    parser.add_argument("--profile", default="auto")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser = study_parser("python -m tts_utils.estimate", main.__doc__)
     parser.add_argument("--reference", action="store_true", help="estimate for the reference node, 4x H200")
     parser.add_argument("--upper-bound", action="store_true", help="every request runs to the largest budget")
     parser.add_argument("--write", action="store_true",
                         help="also write estimate.json/.csv to the study folder, as 00_setup does")
     args = parser.parse_args(argv)
     try:
-        _, config = resolve_parameters(args.profile, parse_overrides(args.overrides))
+        config = study_config(args)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -72,6 +72,20 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
+def study_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    """A command-line parser with the ``--profile`` and ``--set`` options of every command that
+    runs a study (this module, sweep, acceptance_sweep, estimate)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--profile", default="auto", help="smoke, paper, a YAML path, or auto (default)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return parser
+
+
+def study_config(args: argparse.Namespace) -> StudyConfig:
+    """The checked configuration that ``--profile`` and ``--set`` give. Raises ConfigError."""
+    return resolve_parameters(args.profile, parse_overrides(args.overrides))[1]
+
+
 def resolve_parameters(profile: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], StudyConfig]:
     """Profile values with overrides on top, checked as a whole."""
     name = default_profile() if profile == "auto" else profile
@@ -290,11 +304,9 @@ def _landing_page(study: str, log: ChainLog) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tts_utils.pipeline", description=__doc__.split("\n\n")[0])
+    parser = study_parser("python -m tts_utils.pipeline", __doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["reproduce", "run", "check"])
     parser.add_argument("target", nargs="?", help="notebook name for 'run', profile for 'check'")
-    parser.add_argument("--profile", default="auto", help="smoke, paper, a YAML path, or auto (default)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     # Kernels run in notebooks/: a relative TTS_OUTPUTS_DIR or TTS_CACHE_DIR means the caller's folder.
     for name in ("TTS_OUTPUTS_DIR", "TTS_CACHE_DIR"):

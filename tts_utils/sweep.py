@@ -734,20 +734,16 @@ def run_sweep(config: StudyConfig, notebook: str, only: str = "") -> pd.DataFram
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tts_utils.sweep 01_greedy [--profile P] [--set k=v]``: a sweep without Jupyter."""
-    import argparse
     import sys
 
-    from tts_utils.pipeline import parse_overrides, resolve_parameters
+    from tts_utils.pipeline import study_config, study_parser
 
-    parser = argparse.ArgumentParser(prog="python -m tts_utils.sweep", description=main.__doc__)
+    parser = study_parser("python -m tts_utils.sweep", main.__doc__)
     parser.add_argument("notebook", choices=sorted(NOTEBOOK_METHODS))
-    parser.add_argument("--profile", default="auto")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--only", default="", metavar="TEXT", help="run only the runs whose name contains TEXT")
     args = parser.parse_args(argv)
     try:
-        _, config = resolve_parameters(args.profile, parse_overrides(args.overrides))
-        print(run_sweep(config, args.notebook, args.only).to_string(index=False))
+        print(run_sweep(study_config(args), args.notebook, args.only).to_string(index=False))
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
