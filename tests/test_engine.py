@@ -50,3 +50,18 @@ def test_requests_without_the_api_key_are_refused(greedy_server) -> None:
     assert httpx.post(f"{greedy_server.base_url}/v1/completions", json=body, headers=wrong).status_code == 401
     ok = httpx.post(f"{greedy_server.base_url}/v1/completions", json=body, headers=greedy_server.headers)
     assert ok.status_code == 200
+
+
+def test_an_api_key_starting_with_a_dash_stays_one_argument() -> None:
+    """token_urlsafe keys start with "-" one time in 64; the engine's parser must still read it as
+    the key (a CI run once failed three engine starts on "--api-key: expected one argument")."""
+    import argparse
+
+    from tts_utils.engine import EngineConfig
+
+    argv = EngineConfig("model", "tiny").command(8000, "-abc_DEF")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--api-key", nargs="+")  # vLLM's: one or more keys
+    parser.add_argument("--host")
+    known, _ = parser.parse_known_args(argv[3:])
+    assert known.api_key == ["-abc_DEF"] and known.host == "127.0.0.1"

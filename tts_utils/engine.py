@@ -90,7 +90,9 @@ class EngineConfig:
         argv = [
             sys.executable, "-m", "vllm.entrypoints.openai.api_server",
             "--model", self.model_path, "--served-model-name", self.served_name,
-            "--host", "127.0.0.1", "--port", str(port), "--api-key", api_key,
+            # One argument with "=": a key starting with "-" (token_urlsafe draws from A-Za-z0-9-_)
+            # would otherwise be read as an option, and the engine refuses to start.
+            "--host", "127.0.0.1", "--port", str(port), f"--api-key={api_key}",
             "--tensor-parallel-size", str(self.tensor_parallel_size), "--dtype", self.dtype,
             "--max-model-len", str(self.max_model_len), "--seed", str(self.seed),
             "--load-format", self.load_format,
