@@ -121,8 +121,8 @@ def test_bad_speculation_settings_are_one_line_errors(values: dict, message: str
 
 
 def _system_only(**values) -> StudyConfig:
-    return StudyConfig.create(model="7b", load_format="dummy", dataset="builtin", num_problems=2, budgets=[64],
-                              dry_run=True, cpu_kv_cache_gib=4, **values)
+    return StudyConfig.create(**{"model": "7b", **values}, load_format="dummy", dataset="builtin", num_problems=2,
+                              budgets=[64], dry_run=True, cpu_kv_cache_gib=4)
 
 
 def test_every_spec_method_plans_and_dry_runs(tmp_path) -> None:
@@ -155,6 +155,26 @@ def test_every_spec_method_plans_and_dry_runs(tmp_path) -> None:
         assert plan_runs(_system_only(spec_method="suffix"), "03_spec")[0][0].method == "suffix-spec"
     with pytest.raises(ConfigError, match="system-only EAGLE-3 needs draft_model to be a local folder"):
         plan_runs(_system_only(spec_method="eagle3", draft_model="some/hub-head"), "03_spec")
+
+
+def test_system_only_eagle3_shapes_a_head_like_each_target() -> None:
+    """Left empty in system-only mode, eagle3's drafter is a one-layer LlamaForCausalLMEagle3 of the
+    target's width and vocabulary, fed by vLLM's default target layers (2, L/2, L-3); the run's
+    identity names the head by its content-named folder, not by where the cache lives."""
+    import json as json_module
+
+    plans = {plan.model.key: plan for plan in plan_runs(_system_only(spec_method="eagle3", model="1.5b,7b"),
+                                                         "03_spec")[0]}
+    heads = {key: json_module.loads((Path(plan.engine.speculative.draft_model_path) / "config.json").read_text())
+             for key, plan in plans.items()}
+    assert heads["7b"]["hidden_size"] == 3584 and heads["1.5b"]["hidden_size"] == 1536
+    assert heads["7b"]["eagle_aux_hidden_state_layer_ids"] == [2, 14, 25] and heads["7b"]["num_hidden_layers"] == 1
+    assert heads["7b"]["vocab_size"] == 152064 and heads["7b"]["draft_vocab_size"] == 32000
+    assert heads["7b"]["architectures"] == ["LlamaForCausalLMEagle3"]
+    named = plans["7b"].identity()["engine"]["speculative"]["draft_model_path"]
+    assert named.startswith("eagle3-head-") and "/" not in named
+    with pytest.raises(ConfigError, match="spec_method eagle3 needs draft_model"):
+        StudyConfig.create(model="7b", spec_method="eagle3")
 
 
 def test_synthetic_acceptance_is_refused_before_launch_on_the_cpu_engine() -> None:

@@ -89,6 +89,33 @@ def test_the_break_even_sweep_is_refused_where_it_cannot_run(math500_path) -> No
         plan_sweeps(StudyConfig.create(load_format="dummy", acceptance_lengths=[1.5, 2], dataset=str(math500_path)))
 
 
+def test_break_even_sweeps_of_different_depth_never_share_a_run(monkeypatch) -> None:
+    """acceptance_requests (requests per length) names the sweep unless it is 1, the depth the first
+    reference sweeps were measured at (their run names stay); more than the study has is refused.
+    Planned as if on a GPU: the planning does not touch the engine."""
+    import tts_utils.engine
+    import tts_utils.sweep
+    from tts_utils.acceptance_sweep import plan_sweeps, sweep_problems
+    from tts_utils.hardware import GPU, Hardware
+
+    gpu = Hardware("test cpu", 16, 128.0, gpus=(GPU(0, "H200", 139.0),))
+    monkeypatch.setattr(tts_utils.sweep, "detect", lambda: gpu)
+    monkeypatch.setattr(tts_utils.engine, "detect", lambda: gpu)
+
+    def plan(**values):
+        return plan_sweeps(StudyConfig.create(model="7b", load_format="dummy", dataset="builtin", num_problems=5,
+                                              budgets=[1024, 2048], acceptance_lengths=[1.5, 2], **values))[0]
+
+    one, three = plan(acceptance_requests=1), plan()
+    assert one.acceptance == "synthetic: break-even sweep" and one.budgets == (1024,)
+    assert three.acceptance.endswith("3 requests per length") and three.run_name != one.run_name
+    assert len(sweep_problems(plan(batch_concurrency=4, latency_problems=2, acceptance_requests=2))) == 2
+    with pytest.raises(ConfigError, match="acceptance_requests 3 > the 2 problems"):
+        plan(batch_concurrency=4, latency_problems=2)
+    with pytest.raises(ConfigError, match="acceptance_requests must be a positive integer"):
+        plan(acceptance_requests=0)
+
+
 def test_a_draft_with_another_vocabulary_size_gets_vllms_heterogeneous_vocabulary(math500_path) -> None:
     """R1-Distill 1.5B pads to 151,936 rows and 7B to 152,064 over one tokenizer: vLLM refuses
     that pair for draft_model unless use_heterogeneous_vocab is set, so the kit sets it."""

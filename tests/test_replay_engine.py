@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -102,3 +104,30 @@ def test_worker_extension_reaches_the_engine_and_refuses_without_synthetic_sampl
         alive = client.get(f"{ngram_server.base_url}/health")
     assert response.status_code == 200 and alive.status_code == 200
     assert response.json()["results"] == [{"error": "the engine was not started with synthetic rejection sampling"}]
+
+
+def test_eagle3_speculation_runs_on_the_cpu_engine(math500_path) -> None:
+    """spec_method eagle3 in system-only mode through the whole sweep: the kit shapes a one-layer
+    head like the tiny target (model_source.eagle3_head) and the CPU engine drafts with it over
+    random weights, k tokens at every decoding step."""
+    import json
+
+    import pandas as pd
+
+    from tts_utils.config import StudyConfig
+    from tts_utils.sweep import plan_runs, run_sweep
+
+    config = StudyConfig.create(study="eagle3", dataset=str(math500_path), num_problems=2, budgets=[32, 64],
+                                load_format="dummy", spec_method="eagle3", spec_tokens=3, cpu_kv_cache_gib=1,
+                                extra_engine_args=["--enforce-eager"])
+    plan = plan_runs(config, "03_spec")[0][0]
+    head = json.loads((Path(plan.engine.speculative.draft_model_path) / "config.json").read_text())
+    assert head["architectures"] == ["LlamaForCausalLMEagle3"] and head["num_hidden_layers"] == 1
+    assert plan.method == "eagle3-spec" and plan.identity()["engine"]["speculative"]["draft_model_path"].startswith(
+        "eagle3-head-")
+    assert run_sweep(config, "03_spec")["outcome"].tolist() == ["completed"]
+    summary = pd.read_csv(plan.folder().summary_file)
+    assert (summary["spec_num_drafts"] > 0).all() and (summary["total_output_tokens"] > 0).all()
+    steps = pd.read_csv(plan.folder().steps_file)
+    decoding = steps[steps["step"] != "prefill"]
+    assert (decoding["step"] == "draft").all() and (decoding["draft_tokens"] == 3).all()

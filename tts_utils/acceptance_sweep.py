@@ -3,8 +3,8 @@
 For each model of a study and the study's ``spec_method`` (n-gram, draft model, EAGLE-3), one
 system-only engine starts with vLLM's synthetic rejection sampling and the kit's worker extension
 (worker_ext.py). For every length in ``acceptance_lengths`` the kit sets the engine's rates through
-``/collective_rpc`` (one engine start, many points), streams the first ``SWEEP_PROBLEMS`` problem(s)
-of the study at the smallest budget at concurrency 1, and reads the speculation counters. Rates for a length follow
+``/collective_rpc`` (one engine start, many points), streams the first ``acceptance_requests``
+problems of the study at the smallest budget at concurrency 1, and reads the speculation counters. Rates for a length follow
 vLLM's own ``synthetic_acceptance_length`` schedule (the minimum-variance one: the first draft
 positions always accepted, one partly, the rest never).
 
@@ -34,9 +34,9 @@ from tts_utils.runner import RequestSpec, counter_delta, make_client, read_count
 from tts_utils.store import append_record, atomic_write_json, read_json, read_records, study_lock
 
 EXTENSION = "tts_utils.worker_ext.SyntheticAcceptance"
-# Requests per acceptance length: the first problem of the study (of its latency subset, if any).
-# Batch-1 GPU timing varies little between requests of one length; more lengths buy more.
-SWEEP_PROBLEMS = 1
+# What the sweep's runs are named by; a count of requests per length other than 1 (the first
+# reference sweeps') is added to it, so sweeps of different depth never resume into each other.
+SWEEP_ACCEPTANCE = "synthetic: break-even sweep"
 
 
 def rates_for_length(length: float, spec_tokens: int) -> tuple[float, ...]:
@@ -62,13 +62,23 @@ def plan_sweeps(config: StudyConfig) -> list:
     first = rates_for_length(config.acceptance_lengths[0], config.spec_tokens)
     swept = replace(config, spec_acceptance=" ".join(map(str, first)) + " @ break-even sweep")
     plans, _ = plan_runs(swept, "03_spec")
+    available = len(sweep_problems(plans[0])) if plans else 0
+    if config.acceptance_requests > available:
+        raise ConfigError(f"acceptance_requests {config.acceptance_requests} > the {available} problems this study "
+                          "measures latency on (num_problems, latency_problems)")
+    acceptance = SWEEP_ACCEPTANCE + (f", {config.acceptance_requests} requests per length"
+                                     if config.acceptance_requests != 1 else "")
     out = []
     for plan in plans:
         engine = replace(plan.engine, extra_args=(*plan.engine.extra_args, "--worker-extension-cls", EXTENSION),
                          env=(*plan.engine.env, ("VLLM_SERVER_DEV_MODE", "1")))
-        out.append(replace(plan, engine=engine, acceptance="synthetic: break-even sweep",
-                           budgets=(min(plan.budgets),)))
+        out.append(replace(plan, engine=engine, acceptance=acceptance, budgets=(min(plan.budgets),)))
     return out
+
+
+def sweep_problems(plan) -> list:
+    """The problems a sweep may time, in order: the study's latency subset if any, else all."""
+    return [p for p in plan.problems.problems if not plan.latency_subset or p.unique_id in plan.latency_subset]
 
 
 def _set_rates(client, server: VLLMServer, rates: tuple[float, ...]) -> list[float]:
@@ -96,8 +106,9 @@ def _point(plan, length: float, rates: tuple[float, ...], conditional: list[floa
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def run_plan(plan, lengths: tuple[float, ...]) -> str:
-    """Measure the missing lengths of one plan with one engine; returns what happened."""
+def run_plan(plan, lengths: tuple[float, ...], requests: int) -> str:
+    """Measure the missing lengths of one plan with one engine, ``requests`` problems each (one
+    after another, the first problems of ``sweep_problems``); returns what happened."""
     folder = acceptance_dir(plan.study) / plan.run_name
     folder.mkdir(parents=True, exist_ok=True)
     points_file = folder / "points.jsonl"
@@ -108,9 +119,8 @@ def run_plan(plan, lengths: tuple[float, ...]) -> str:
     if not (folder / "sweep.json").exists():
         atomic_write_json(folder / "sweep.json", {"identity": plan.identity(), "run_name": plan.run_name,
                                                   "created_by": provenance.collect()})
-    problems = [p for p in plan.problems.problems if not plan.latency_subset or p.unique_id in plan.latency_subset]
     specs = [RequestSpec(f"{p.unique_id}#b{plan.budgets[0]}", p.unique_id, 0, plan.model.prompt(p.problem),
-                         plan.budgets[0]) for p in problems[:SWEEP_PROBLEMS]]
+                         plan.budgets[0]) for p in sweep_problems(plan)[:requests]]
     server = VLLMServer(plan.engine, folder / "engine.log", startup_timeout_s=plan.startup_timeout_s)
     with make_client(server.headers) as client, server:
         version = client.get(f"{server.base_url}/version").json().get("version")
@@ -144,7 +154,8 @@ def run_sweeps(config: StudyConfig) -> pd.DataFrame:
     with study_lock(config.study):
         for plan in plans:
             started = time.monotonic()
-            outcomes.append({"run_name": plan.run_name, "outcome": run_plan(plan, config.acceptance_lengths),
+            outcomes.append({"run_name": plan.run_name,
+                             "outcome": run_plan(plan, config.acceptance_lengths, config.acceptance_requests),
                              "seconds": round(time.monotonic() - started, 1)})
     return pd.DataFrame(outcomes)
 

@@ -65,6 +65,7 @@ class StudyConfig:
     dry_run: bool = False
     gpu_hour_usd: float = 0.0
     acceptance_lengths: tuple[float, ...] = field(default_factory=tuple)
+    acceptance_requests: int = 3
     batch_concurrency: int = 0
     latency_problems: int = 0
     prediction_tolerance: float = 0.15
@@ -115,7 +116,7 @@ class StudyConfig:
         if not self.budgets:
             raise ConfigError("budgets is empty; give output-token budgets such as [1024, 4096]")
         for name in ("num_problems", "samples_per_problem", "concurrency", "spec_tokens",
-                     "spec_lookup_min", "spec_lookup_max", "startup_timeout_s"):
+                     "spec_lookup_min", "spec_lookup_max", "startup_timeout_s", "acceptance_requests"):
             value = getattr(self, name)
             if value <= 0 and not (name == "num_problems" and value == 0):
                 raise ConfigError(f"{name} must be a positive integer, got {value}")
@@ -172,8 +173,9 @@ class StudyConfig:
             raise ConfigError(f"spec_method must be one of {', '.join(SPEC_METHODS)}, got {self.spec_method!r}")
         if not 1 <= self.spec_tokens <= MAX_SPEC_TOKENS:
             raise ConfigError(f"spec_tokens must be 1..{MAX_SPEC_TOKENS}, got {self.spec_tokens}")
-        if self.spec_method == "eagle3" and not self.draft_model:
-            raise ConfigError("spec_method eagle3 needs draft_model: the EAGLE-3 head's hub id or local folder")
+        if self.spec_method == "eagle3" and not self.draft_model and not self.system_only:
+            raise ConfigError("spec_method eagle3 needs draft_model: the EAGLE-3 head's hub id or local folder "
+                              "(left empty in system-only mode, the kit shapes a random head like each target)")
         if self.spec_method != "draft_model":
             return
         if self.draft_model not in MODELS:

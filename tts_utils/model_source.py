@@ -5,11 +5,14 @@
 * a real key with ``load_format: dummy`` (system-only mode): a folder with the model's
   ``config.json`` from ``tts_utils/model_shapes`` and the tiny tokenizer (token ids stay below
   every real vocabulary), so the real architecture runs offline with random weights.
+* an EAGLE-3 head for system-only mode (``eagle3_head``): a one-layer ``LlamaForCausalLMEagle3``
+  config shaped like its target, as published heads are, filled with random weights by the engine.
 Used by sweep.py (01-03) and 00_setup.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -89,3 +92,37 @@ def load_model_config(source: ModelSource) -> dict:
         return AutoConfig.from_pretrained(source.engine_path).to_dict()
     except OSError as error:
         raise ConfigError(f"cannot load the config of {source.engine_path}: {str(error).splitlines()[0]}") from None
+
+
+# Published EAGLE-3 heads (e.g. yuhuili/EAGLE3-LLaMA3.1-Instruct-8B) draft over a 32,000-token
+# subset of the target's vocabulary; the engine maps draft ids to target ids (zeros here: identity).
+EAGLE3_DRAFT_VOCAB = 32000
+EAGLE3_TARGET_FIELDS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
+                        "vocab_size", "max_position_embeddings", "rms_norm_eps", "rope_theta", "torch_dtype")
+
+
+def eagle3_head(target: ModelSource) -> Path:
+    """A folder with an EAGLE-3 head's config.json shaped like ``target`` (one decoder layer of the
+    target's width, its vocabulary, a 32K draft vocabulary): what 03_spec's system-only eagle3 runs
+    load with random weights when ``draft_model`` is left empty."""
+    shape = load_model_config(target)
+    missing = [name for name in EAGLE3_TARGET_FIELDS[:5] if name not in shape]
+    if missing:
+        raise ConfigError(f"cannot shape an EAGLE-3 head for {target.engine_path}: its config lacks {missing}")
+    layers = int(shape.get("num_hidden_layers", 0))
+    # Target layers whose hidden states feed the head: vLLM's default (2, L/2, L-3) for real depths,
+    # every layer of a shallower (tiny) target. vLLM reads them at the top level or in eagle_config.
+    taps = [2, layers // 2, layers - 3] if layers >= 6 else list(range(layers))
+    head = {name: shape[name] for name in EAGLE3_TARGET_FIELDS if name in shape}
+    head.update(architectures=["LlamaForCausalLMEagle3"], model_type="llama", num_hidden_layers=1,
+                hidden_act="silu", tie_word_embeddings=False,
+                draft_vocab_size=min(EAGLE3_DRAFT_VOCAB, shape["vocab_size"]),
+                eagle_aux_hidden_state_layer_ids=taps, eagle_config={"eagle_aux_hidden_state_layer_ids": taps})
+    text = json.dumps(head, indent=2, sort_keys=True)
+    folder = cache_dir() / "models" / f"eagle3-head-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+    if not (folder / "config.json").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = folder / "config.json.partial"
+        staging.write_text(text + "\n")
+        staging.rename(folder / "config.json")
+    return folder

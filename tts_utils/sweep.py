@@ -35,7 +35,7 @@ from tts_utils.metrics import (
     summarise,
     time_per_output_token,
 )
-from tts_utils.model_source import ModelSource, load_model_config, load_tokenizer, resolve
+from tts_utils.model_source import ModelSource, eagle3_head, load_model_config, load_tokenizer, resolve
 from tts_utils.models import ModelSpec, get_model
 from tts_utils.paths import study_dir
 from tts_utils.progress import progress
@@ -125,6 +125,11 @@ class RunPlan:
             engine.pop("env")
         if engine["speculative"] is not None and not engine["speculative"]["heterogeneous_vocab"]:
             engine["speculative"].pop("heterogeneous_vocab")
+        if engine["speculative"] is not None and engine["speculative"]["draft_model_path"]:
+            # A local drafter by its folder name (content-named when the kit built it), so that a
+            # moved checkout or cache still resumes; hub ids stay whole.
+            drafter = engine["speculative"]["draft_model_path"]
+            engine["speculative"]["draft_model_path"] = Path(drafter).name if Path(drafter).is_dir() else drafter
         return {
             "model": self.model.key, "model_identity": self.source.identity, "method": self.method,
             "tensor_parallel_size": self.tensor_parallel_size, "engine": engine,
@@ -184,10 +189,11 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
             if rates is not None and detect().accelerator == "cpu":
                 raise ConfigError("synthetic acceptance (spec_acceptance) needs a GPU engine: vLLM's CPU sampler "
                                   "does not support synthetic rejection sampling")
-            speculative = SpeculativeConfig(*spec_settings, synthetic_acceptance_rates=rates,
-                                            method=config.spec_method, draft_model_path=drafter_path(config))
-            method = spec_method_label(config.spec_method, rates is not None)
         source = resolve(model, config.load_format)
+        if notebook == "03_spec":
+            speculative = SpeculativeConfig(*spec_settings, synthetic_acceptance_rates=rates,
+                                            method=config.spec_method, draft_model_path=drafter_path(config, source))
+            method = spec_method_label(config.spec_method, rates is not None)
         tokenizer = load_tokenizer(source)
         model_config = load_model_config(source)
         if speculative is not None and speculative.method == "draft_model":
@@ -212,7 +218,7 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
             engine = EngineConfig(
                 model_path=source.engine_path, served_name=key, tensor_parallel_size=size,
                 dtype=config.dtype, max_model_len=max_model_len, speculative=speculative,
-                load_format="auto" if model.hf_id is None else config.load_format, seed=config.seed,
+                load_format=config.load_format, seed=config.seed,
                 trust_remote_code=config.trust_remote_code,
                 gpu_memory_utilization=config.gpu_memory_utilization,
                 cpu_kv_cache_gib=config.cpu_kv_cache_gib, extra_args=config.extra_engine_args,
@@ -251,20 +257,23 @@ def spec_method_label(spec_method: str, synthetic: bool) -> str:
     return f"{spec_method.replace('_', '-')}-spec" + ("-synthetic" if synthetic else "")
 
 
-def drafter_path(config: StudyConfig) -> str | None:
+def drafter_path(config: StudyConfig, target: ModelSource) -> str | None:
     """What the engine loads as drafter (``spec_method`` draft_model or eagle3), checked before launch.
 
     draft_model: the registry key resolved like a target (random weights in system-only mode);
-    eagle3: the head's hub id or folder (a local folder with config.json in system-only mode);
+    eagle3: the head's hub id or folder; in system-only mode a local folder with config.json, or
+    empty for a random head shaped like ``target`` (model_source.eagle3_head);
     suffix: needs the arctic-inference package. n-gram needs nothing.
     """
     if config.spec_method == "draft_model":
         return resolve(get_model(config.draft_model), config.load_format).engine_path
     if config.spec_method == "eagle3":
+        if not config.draft_model:
+            return str(eagle3_head(target))
         folder = Path(config.draft_model).expanduser()
         if config.system_only and not (folder / "config.json").exists():
             raise ConfigError("system-only EAGLE-3 needs draft_model to be a local folder holding the head's "
-                              f"config.json (random weights are filled in); got {config.draft_model!r}")
+                              f"config.json, or empty for a head shaped like the target; got {config.draft_model!r}")
         return str(folder.resolve()) if folder.exists() else config.draft_model
     if config.spec_method == "suffix":
         import importlib.util
