@@ -181,3 +181,10 @@ def test_synthetic_acceptance_is_refused_before_launch_on_the_cpu_engine() -> No
     config = StudyConfig.create(dataset="builtin", num_problems=2, spec_acceptance="0.4,0.2,0.1,0.05,0.02 @ test")
     with pytest.raises(ConfigError, match="synthetic acceptance .* needs a GPU engine"):
         plan_runs(config, "03_spec")
+
+
+def test_a_drafter_shape_without_weights_is_refused_outside_system_only() -> None:
+    config = StudyConfig.create(dataset="builtin", num_problems=2, budgets=[64], spec_method="draft_model",
+                                draft_model="tiny-draft")
+    with pytest.raises(ConfigError, match="model 'tiny-draft' is a shape without weights: system-only mode"):
+        plan_runs(config, "03_spec")

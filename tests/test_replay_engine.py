@@ -131,3 +131,26 @@ def test_eagle3_speculation_runs_on_the_cpu_engine(math500_path) -> None:
     steps = pd.read_csv(plan.folder().steps_file)
     decoding = steps[steps["step"] != "prefill"]
     assert (decoding["step"] == "draft").all() and (decoding["draft_tokens"] == 3).all()
+
+
+def test_a_smaller_draft_model_drafts_for_the_tiny_model_on_the_cpu_engine(math500_path) -> None:
+    """System-only draft_model with a drafter smaller than its target: ``tiny-draft`` (1 layer,
+    hidden 64, the tiny tokenizer) drafting for the tiny model, both with random weights. Every
+    decoding step verifies a k-token draft, and the two random models disagree on some of them."""
+    import pandas as pd
+
+    from tts_utils.config import StudyConfig
+    from tts_utils.sweep import plan_runs, run_sweep
+
+    config = StudyConfig.create(study="small-draft", dataset=str(math500_path), num_problems=2, budgets=[32, 64],
+                                load_format="dummy", spec_method="draft_model", draft_model="tiny-draft",
+                                spec_tokens=3, cpu_kv_cache_gib=1, extra_engine_args=["--enforce-eager"])
+    plan = plan_runs(config, "03_spec")[0][0]
+    assert plan.identity()["engine"]["speculative"]["draft_model_path"].startswith("shape-tiny-draft-")
+    assert run_sweep(config, "03_spec")["outcome"].tolist() == ["completed"]
+    summary = pd.read_csv(plan.folder().summary_file)
+    print(summary[["budget_tokens", "spec_num_drafts", "spec_acceptance_rate"]].to_string())
+    assert (summary["spec_num_drafts"] > 0).all() and (summary["spec_acceptance_rate"] < 1.0).all()
+    steps = pd.read_csv(plan.folder().steps_file)
+    decoding = steps[steps["step"] != "prefill"]
+    assert (decoding["step"] == "draft").all() and (decoding["draft_tokens"] == 3).all()

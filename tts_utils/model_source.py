@@ -1,6 +1,7 @@
 """Turn a registry key into what the engine loads: a hub id, the tiny model, or a weightless shape.
 
 * ``tiny``: built locally by tiny_model.py.
+* ``tiny-draft``: a smaller shape over the tiny tokenizer, random weights only (a drafter for tiny).
 * a real key with ``load_format: auto``: the Hugging Face id (vLLM downloads it).
 * a real key with ``load_format: dummy`` (system-only mode): a folder with the model's
   ``config.json`` from ``tts_utils/model_shapes`` and the tiny tokenizer (token ids stay below
@@ -61,7 +62,9 @@ def _shape_folder(spec: ModelSpec) -> Path:
 
 def resolve(spec: ModelSpec, load_format: str) -> ModelSource:
     """Where the engine gets this model under this load format."""
-    if spec.hf_id is None:
+    if spec.hf_id is None and spec.shape is not None and load_format != "dummy":
+        raise ConfigError(f"model {spec.key!r} is a shape without weights: system-only mode (load_format: dummy) only")
+    if spec.hf_id is None and spec.shape is None:
         path = ensure_tiny_model()
         return ModelSource(str(path), str(path), f"tiny-{recipe_hash()}", _context_of(path / "config.json"))
     if load_format == "dummy":

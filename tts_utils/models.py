@@ -16,7 +16,8 @@ class ModelSpec:
 
     Attributes:
         key: registry key used in parameters (``1.5b``, ``s1.1-7b``, ``tiny``).
-        hf_id: Hugging Face id, or ``None`` for a model the kit builds itself.
+        hf_id: Hugging Face id, or ``None`` for a model the kit builds itself (``tiny``, or a
+            shape of the tiny tokenizer's vocabulary, ``tiny-draft``).
         prompt_template: completion prompt; ``{problem}`` is replaced by the problem text.
         reasoning_end: text that closes the reasoning; the strict grader only reads what follows.
         shape: folder under ``tts_utils/model_shapes`` with its config.json (system-only mode).
@@ -56,6 +57,9 @@ _SIZES = {"1.5b": ("1.5B", 1.78), "7b": ("7B", 7.62), "14b": ("14B", 14.8)}
 
 MODELS: dict[str, ModelSpec] = {
     "tiny": ModelSpec("tiny", None, _TINY_TEMPLATE, "</think>", None, 0.0002, "tiny"),
+    # A smaller drafter for the tiny model (1 layer, hidden 64, its tokenizer): a shape only, so
+    # system-only mode (load_format: dummy) alone; the CPU tests' draft_model path uses it.
+    "tiny-draft": ModelSpec("tiny-draft", None, _TINY_TEMPLATE, "</think>", "tiny-draft", 0.00003, "tiny"),
 }
 for _key, (_size, _billions) in _SIZES.items():
     MODELS[_key] = ModelSpec(

@@ -85,7 +85,7 @@ def reachability(config: StudyConfig) -> pd.DataFrame:
             load_tokenizer(source)
             rows.append((f"model {key}", source.engine_path, "ok"))
         except Exception as error:  # report every failure in the table rather than stopping at the first
-            rows.append((f"model {key}", model.hf_id or "tiny", f"FAILED: {str(error).splitlines()[0]}"))
+            rows.append((f"model {key}", model.hf_id or model.key, f"FAILED: {str(error).splitlines()[0]}"))
     try:
         problems = load_problems(config.dataset, config.num_problems, config.seed)
         rows.append(("dataset", problems.source, f"ok, {len(problems.problems)} problems"))
