@@ -97,15 +97,15 @@ def test_plain_ms_per_token_is_greedy_tp1_at_the_sweep_budget_from_load_study() 
     assert plain_ms_per_token(results.summary, 2048) == {}
 
 
-def _write_sweep(model: str, method: str, points: list[tuple[float, float]]) -> None:
-    folder = acceptance_dir(STUDY) / f"{model}-{method}"
+def _write_sweep(model: str, method: str, points: list[tuple[float, float]], requests: int = 1) -> None:
+    folder = acceptance_dir(STUDY) / f"{model}-{method}-{requests}"
     atomic_write_json(folder / "sweep.json", {"run_name": folder.name, "identity": {
         "model": model, "method": method, "budgets": [1024],
         "engine": {"speculative": {"num_speculative_tokens": 5, "draft_model_path": None}}}})
     for length, ms in points:
         append_record(folder / "points.jsonl", {"acceptance_length": length, "measured_acceptance_length": length,
-                                                "requests": [{"problem_id": "p", "e2e_latency_s": ms * 1.024,
-                                                              "output_tokens": 1024}]})
+                                                "requests": [{"problem_id": f"p{index}", "e2e_latency_s": ms * 1.024,
+                                                              "output_tokens": 1024} for index in range(requests)]})
 
 
 def test_study_break_even_and_its_figure(tmp_path: Path) -> None:
@@ -139,6 +139,14 @@ def test_study_break_even_and_its_figure(tmp_path: Path) -> None:
     vertical = [line.get_xdata()[0] for line in small.get_lines() if line.get_linestyle() == ":"]
     assert vertical == [pytest.approx(table.loc["1.5b", "break_even_length"])]
     assert "Below the black line speculation pays" in figure._suptitle.get_text()
+
+
+def test_a_deeper_sweep_of_the_same_length_replaces_the_shallower_point() -> None:
+    _write_sweep("7b", "ngram-spec-synthetic", [(1.25, 5.3), (2.0, 9.9)])
+    _write_sweep("7b", "ngram-spec-synthetic", [(2.0, 3.7), (3.0, 2.5)], requests=3)
+    sweep = curves(STUDY)
+    assert sweep["acceptance_length"].tolist() == [1.25, 2.0, 3.0]
+    assert sweep["ms_per_token"].tolist() == pytest.approx([5.3, 3.7, 2.5]) and sweep["requests"].tolist() == [1, 3, 3]
 
 
 def test_study_break_even_without_a_sweep_is_empty() -> None:

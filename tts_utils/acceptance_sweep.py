@@ -161,9 +161,10 @@ def run_sweeps(config: StudyConfig) -> pd.DataFrame:
 
 
 def curves(study: str) -> pd.DataFrame:
-    """04_analysis: one row per model, method and length: ms per token (total time / tokens, with a
-    95% bootstrap interval over problems, intervals.py: none below 5), target and measured acceptance
-    length, and the sweep's budget (``budget_tokens``)."""
+    """04_analysis: one row per model, method, drafter, budget and length: ms per token (total time /
+    tokens, with a 95% bootstrap interval over problems, intervals.py: none below 5), target and
+    measured acceptance length, and the sweep's budget (``budget_tokens``). Where sweeps of
+    different depth (``acceptance_requests``) measured the same length, the deepest one counts."""
     rows = []
     for folder in sorted(acceptance_dir(study).glob("*/sweep.json")):
         meta = read_json(folder)
@@ -180,7 +181,12 @@ def curves(study: str) -> pd.DataFrame:
                          "requests": len(requests), "output_tokens": int(requests["output_tokens"].sum()),
                          "ms_per_token": per_token.estimate * 1e3, "ms_per_token_lo": per_token.low * 1e3,
                          "ms_per_token_hi": per_token.high * 1e3})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    same = ["model", "method", "drafter", "budget_tokens", "acceptance_length"]
+    deepest = frame.sort_values("requests", kind="stable").drop_duplicates(same, keep="last")
+    return frame.loc[sorted(deepest.index)].reset_index(drop=True)
 
 
 def break_even_lengths(frame: pd.DataFrame, plain_ms: dict[str, float],
