@@ -184,13 +184,12 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
     for key in config.model_keys:
         model = get_model(key)
         speculative, acceptance, method = None, "engine", NOTEBOOK_METHODS[notebook]
+        source = resolve(model, config.load_format)
         if notebook == "03_spec":
             rates, acceptance = acceptance_for(config, key)
             if rates is not None and detect().accelerator == "cpu":
                 raise ConfigError("synthetic acceptance (spec_acceptance) needs a GPU engine: vLLM's CPU sampler "
                                   "does not support synthetic rejection sampling")
-        source = resolve(model, config.load_format)
-        if notebook == "03_spec":
             speculative = SpeculativeConfig(*spec_settings, synthetic_acceptance_rates=rates,
                                             method=config.spec_method, draft_model_path=drafter_path(config, source))
             method = spec_method_label(config.spec_method, rates is not None)
