@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,19 @@ def test_a_drafter_shape_without_weights_is_refused_outside_system_only() -> Non
                                 draft_model="tiny-draft")
     with pytest.raises(ConfigError, match="model 'tiny-draft' is a shape without weights: system-only mode"):
         plan_runs(config, "03_spec")
+
+
+def test_cudagraph_mode_reaches_the_engine_and_names_runs_only_when_set() -> None:
+    """A GPU engine gets --compilation-config; runs at the default mode keep their old names."""
+    config = StudyConfig.create(dataset="builtin", num_problems=2, budgets=[64])
+    plan = plan_runs(config, "03_spec")[0][0]
+    assert "cudagraph_mode" not in plan.identity()["engine"]
+    assert "presence_penalty" not in plan.identity()["sampling"]
+    full = replace(plan, engine=replace(plan.engine, cudagraph_mode="FULL"))
+    argv = full.engine.command(8000, "key")
+    assert argv[argv.index("--compilation-config") + 1] == '{"cudagraph_mode": "FULL"}'
+    assert full.identity()["engine"]["cudagraph_mode"] == "FULL" and full.run_name != plan.run_name
+    with pytest.raises(ConfigError, match="cudagraph_mode must be one of"):
+        StudyConfig.create(cudagraph_mode="full")
+    with pytest.raises(ConfigError, match="cudagraph_mode FULL needs a GPU engine"):
+        plan_runs(StudyConfig.create(dataset="builtin", num_problems=2, cudagraph_mode="FULL"), "03_spec")

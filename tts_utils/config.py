@@ -20,6 +20,8 @@ from tts_utils.hardware import Hardware, detect
 from tts_utils.models import MODELS
 
 SPEC_METHODS = ("ngram", "draft_model", "eagle3", "suffix")
+# vLLM's CUDAGraphMode names; "" keeps the engine's default (FULL_AND_PIECEWISE in vLLM 0.26).
+CUDAGRAPH_MODES = ("", "NONE", "PIECEWISE", "FULL", "FULL_DECODE_ONLY", "FULL_AND_PIECEWISE")
 MAX_SPEC_TOKENS = 16
 FLOAT_LISTS = {"acceptance_lengths"}
 
@@ -59,6 +61,7 @@ class StudyConfig:
     gpu_memory_utilization: float = 0.9
     cpu_kv_cache_gib: int = 2
     extra_engine_args: tuple[str, ...] = field(default_factory=tuple)
+    cudagraph_mode: str = ""
     trust_remote_code: bool = False
     startup_timeout_s: int = 900
     grade_timeout_s: float = 10.0
@@ -138,6 +141,9 @@ class StudyConfig:
             raise ConfigError(f"load_format must be auto, dummy, safetensors or pt, got {self.load_format!r}")
         if self.max_model_len < 0 or self.grade_timeout_s <= 0:
             raise ConfigError("max_model_len must be >= 0 (0 = fit prompt + largest budget), grade_timeout_s > 0")
+        if self.cudagraph_mode not in CUDAGRAPH_MODES:
+            raise ConfigError(f"cudagraph_mode must be one of {', '.join(m for m in CUDAGRAPH_MODES if m)} "
+                              f"or empty (the engine's default), got {self.cudagraph_mode!r}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0 or self.cpu_kv_cache_gib < 0:
             raise ConfigError("gpu_memory_utilization must be in (0, 1] and cpu_kv_cache_gib >= 0")
         self.check_grid()

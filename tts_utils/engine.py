@@ -81,6 +81,9 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.9
     cpu_kv_cache_gib: int = 2  # CPU engine; 0 sizes the KV cache by gpu_memory_utilization of RAM
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+    # vLLM's CUDA-graph mode ("" = the engine's default). FULL also captures the one-token step a
+    # speculative engine takes when n-gram finds no draft (README: what a step costs, and why).
+    cudagraph_mode: str = ""
     # Engine environment the kit sets itself: VLLM_BATCH_INVARIANT for the batched accuracy pass,
     # VLLM_SERVER_DEV_MODE for the break-even sweep's /collective_rpc (see worker_ext.py).
     env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
@@ -107,6 +110,8 @@ class EngineConfig:
             argv += ["--distributed-executor-backend", "mp"]
         if self.speculative is not None:
             argv += ["--speculative-config", self.speculative.to_engine_json()]
+        if self.cudagraph_mode:
+            argv += ["--compilation-config", json.dumps({"cudagraph_mode": self.cudagraph_mode})]
         if self.trust_remote_code:
             argv.append("--trust-remote-code")
         return argv + list(self.extra_args)

@@ -43,6 +43,16 @@ class SamplingConfig:
     top_p: float = 1.0
     seed: int = 0
     ignore_eos: bool = False  # system-only mode: random weights, so every request runs to its budget
+    # Only the no-draft probe sets it (sweep.PROBE_PRESENCE_PENALTY): greedy random-weight output
+    # then stops repeating itself, so n-gram look-up finds no draft.
+    presence_penalty: float = 0.0
+
+    def identity(self) -> dict:
+        """The fields that name a run; a zero presence penalty is left out (older runs' names)."""
+        fields = asdict(self)
+        if not fields["presence_penalty"]:
+            fields.pop("presence_penalty")
+        return fields
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,7 @@ def build_payload(served_name: str, spec: RequestSpec, sampling: SamplingConfig)
         # would give the R1 distills a second BOS.
         "add_special_tokens": False,
         "ignore_eos": sampling.ignore_eos,
+        **({"presence_penalty": sampling.presence_penalty} if sampling.presence_penalty else {}),
     }
 
 

@@ -123,6 +123,8 @@ class RunPlan:
         # Fields added later are left out at their defaults, which keeps older runs' names.
         if not engine["env"]:
             engine.pop("env")
+        if not engine["cudagraph_mode"]:
+            engine.pop("cudagraph_mode")
         if engine["speculative"] is not None and not engine["speculative"]["heterogeneous_vocab"]:
             engine["speculative"].pop("heterogeneous_vocab")
         if engine["speculative"] is not None and engine["speculative"]["draft_model_path"]:
@@ -133,7 +135,7 @@ class RunPlan:
         return {
             "model": self.model.key, "model_identity": self.source.identity, "method": self.method,
             "tensor_parallel_size": self.tensor_parallel_size, "engine": engine,
-            "sampling": asdict(self.sampling), "budgets": list(self.budgets),
+            "sampling": self.sampling.identity(), "budgets": list(self.budgets),
             "problem_source": self.problems.source, "problem_fingerprint": self.problems.fingerprint,
             "num_problems": len(self.problems.problems), "samples_per_problem": self.samples_per_problem,
             "concurrency": self.concurrency, "system_only": self.system_only,
@@ -176,6 +178,9 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
     if notebook not in NOTEBOOK_METHODS:
         raise ConfigError(f"unknown sweep notebook {notebook!r}; expected one of {', '.join(NOTEBOOK_METHODS)}")
     tp_sizes, skipped = config.usable_tp_sizes() if notebook == "02_tp" else ([1], [])
+    if config.cudagraph_mode and detect().accelerator == "cpu":
+        raise ConfigError(f"cudagraph_mode {config.cudagraph_mode} needs a GPU engine: the CPU engine captures "
+                          "no CUDA graphs; leave cudagraph_mode empty here")
     problems = load_problems(config.dataset, config.num_problems, config.seed)
     subset = latency_subset(problems, config)
     spec_settings = (config.spec_tokens, config.spec_lookup_min, config.spec_lookup_max)
@@ -221,6 +226,7 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
                 trust_remote_code=config.trust_remote_code,
                 gpu_memory_utilization=config.gpu_memory_utilization,
                 cpu_kv_cache_gib=config.cpu_kv_cache_gib, extra_args=config.extra_engine_args,
+                cudagraph_mode=config.cudagraph_mode,
                 # vLLM's batch-invariant kernels are Triton (GPU); the CPU build crashes on its first
                 # request with them, so there the live check alone decides.
                 env=(("VLLM_BATCH_INVARIANT", "1"),) if batched and detect().accelerator == "gpu" else (),
@@ -393,7 +399,7 @@ def batched_run(plan: RunPlan) -> RunFolder | None:
         identity = read_json(run_file).get("identity", {})
         if folder.is_complete() and identity.get("problem_fingerprint") == plan.problems.fingerprint and \
                 identity.get("samples_per_problem") == plan.samples_per_problem and \
-                identity.get("sampling") == asdict(plan.sampling) and \
+                identity.get("sampling") == plan.sampling.identity() and \
                 max(identity.get("budgets", [0])) >= max(plan.budgets):
             return folder
     return None
