@@ -328,3 +328,13 @@ def modelled_table(modelled: Modelled, gpu_hour_usd: float | None) -> pd.DataFra
     table["configuration"] = table["configuration"] + [
         f" (modelled, {by.split('/')[0]} costs)" if other else " (modelled)" for by, other in zip(table["priced_by"], imported)]
     return table
+
+
+def real_trace_sets(study: str) -> list[str]:
+    """Trace sets of real models this study replayed and graded (the landing page's banner)."""
+    names = []
+    for folder in sorted(p for p in replays_dir(study).glob("*") if (p / "replay.json").exists()):
+        meta = json.loads((folder / "replay.json").read_text())
+        if meta["identity"]["model"] not in {"tiny", "tiny-draft"} and not meta.get("proxy_of"):
+            names.append(f"{meta['identity']['model']}: {meta['trace_set_name']}")
+    return names

@@ -37,6 +37,9 @@ def name(row: pd.Series) -> str:
     method = "greedy" if row["method"] == "baseline" else row["method"]
     evidence = row.get("evidence", "measured")
     trace = f", {row['trace_set']}" if evidence == "modelled" and isinstance(row.get("trace_set"), str) else ""
+    priced = row.get("priced_by")
+    if evidence == "modelled" and isinstance(priced, str) and "imported" in priced:
+        trace += f", {priced.split('/')[0]} step costs"
     return f"{row['model']} {method} TP{int(row['tensor_parallel_size'])} @{int(row['budget_tokens'])} [{evidence}{trace}]"
 
 
@@ -129,6 +132,32 @@ def pick_figure(picks: pd.DataFrame, path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110, bbox_inches="tight")
     return figure
+
+
+def pick_section(figures: Path, link) -> str:
+    """The landing page's pick: one line per accuracy target and latency limit, ties counted."""
+    from html import escape
+
+    path = figures / "pick.csv"
+    if not path.exists():
+        return "<p>No pick: 04_analysis found no configuration with accuracy.</p>"
+    picks = pd.read_csv(path)
+    lines = []
+    for row in picks.itertuples():
+        unit = " s" if "latency" in row.goal else ""
+        value = "" if pd.isna(row.value) else f": {row.metric} {row.value:.4g} [{row.value_lo:.4g}, {row.value_hi:.4g}]"
+        tie = f" (+{row.ties} tied)" if row.ties else ""
+        lines.append(f"<li>{escape(row.objective)} with {escape(row.goal.replace(' s', ''))} {row.target:g}{unit}: "
+                     f"<b>{escape(str(row.pick))}</b>{escape(value)}{tie}</li>")
+    image = figures / "pick.png"
+    figure = ""
+    if image.exists():
+        import base64
+
+        figure = f'<figure><img alt="pick" src="data:image/png;base64,{base64.b64encode(image.read_bytes()).decode()}"></figure>'
+    return (f"<ul>{''.join(lines)}</ul>{figure}<p class=\"small\">Ties: configurations whose 95% interval overlaps "
+            f"the pick's. [modelled] = real traces priced by measured step costs. Files: {link(path)}. "
+            "Ask it directly: <code>python -m tts_utils.pick --study STUDY --accuracy 0.8</code>.</p>")
 
 
 def load_configurations(study: str) -> pd.DataFrame:
