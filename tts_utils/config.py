@@ -74,6 +74,8 @@ class StudyConfig:
     prediction_tolerance: float = 0.15
     placement: str = "sequential"
     ray_address: str = ""
+    tp_import: tuple[str, ...] = field(default_factory=tuple)
+    tp_import_any_hardware: bool = False
 
     @property
     def model_keys(self) -> list[str]:

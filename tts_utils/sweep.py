@@ -153,9 +153,11 @@ class RunPlan:
 
     def probe_specs(self) -> list[RequestSpec]:
         """The no-draft probe: the first problems at temperature 1 (seeded), see ``PROBE_REQUESTS``."""
-        length = min(max(self.budgets), PROBE_MAX_TOKENS)
+        # The first probe runs to the largest budget: 04 prices real traces with no-draft steps only
+        # at contexts measured (modelled.py never extrapolates), so one request reaches them all.
+        lengths = [max(self.budgets)] + [min(max(self.budgets), PROBE_MAX_TOKENS)] * (self.probe_requests - 1)
         return [RequestSpec(f"probe-{p.unique_id}#b{length}", p.unique_id, 0, self.model.prompt(p.problem), length)
-                for p in self.problems.problems[:self.probe_requests]]
+                for p, length in zip(self.problems.problems[:self.probe_requests], lengths)]
 
     def request_specs(self, budget_mode: str, every_problem: bool = True) -> list[RequestSpec]:
         """One request per problem and sample at the largest budget (one-pass), or one per budget;

@@ -1,0 +1,183 @@
+"""Modelled rows (real traces x step costs), the verdicts they decide, the pick and the TP import."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tts_utils.analysis import configuration_table
+from tts_utils.config import ConfigError
+from tts_utils.modelled import PricedRun, build_modelled, import_tp_runs, modelled_table, priced_runs
+from tts_utils.models import get_model
+from tts_utils.paths import REPO_ROOT
+from tts_utils.pick import for_accuracy, for_latency, pick_table
+from tts_utils.pick import main as pick_main
+from tts_utils.verdicts import check_all_claims
+
+REFERENCE = REPO_ROOT / "reference_results"
+
+
+def _costs(**steps: tuple[float, float, float]) -> pd.DataFrame:
+    """step -> (intercept ms, slope ms per 1K context, longest context measured)."""
+    return pd.DataFrame([{"step": step, "intercept_ms": a, "slope_ms_per_1k_context": b, "max_context_tokens": reach}
+                         for step, (a, b, reach) in steps.items()])
+
+
+def _run(method: str, tp: int, costs: pd.DataFrame, model: str = "1.5b", study: str = "own") -> PricedRun:
+    return PricedRun(f"{model}-{method}-tp{tp}-x", study, model, method, tp, "1x NVIDIA H200", "abc", False,
+                     "steps.csv", costs, ttft_s=0.1, mean_power_w=100.0)
+
+
+def _replay(problems: int = 6, tokens: int = 10, prompt: int = 5) -> dict:
+    """A hand-made replayed trace set: every trace ``tokens`` long, a draft of 2 at every odd step that
+    emits 3 tokens (prefill emits 1); problems with an even index are correct at every budget."""
+    steps, rows = [], []
+    for index in range(problems):
+        drafts, emitted = [0], [1]
+        while sum(emitted) < tokens:
+            drafted = len(drafts) % 2 == 1
+            drafts.append(2 if drafted else 0)
+            emitted.append(min(3 if drafted else 1, tokens - sum(emitted)))
+        steps.append({"problem_id": f"p{index}", "prompt_tokens": prompt, "output_tokens": tokens,
+                      "draft_tokens": drafts, "emitted": emitted})
+        for budget in (4, 8, 16):
+            rows.append({"problem_id": f"p{index}", "budget_tokens": budget, "strict_correct": index % 2 == 0,
+                         "lenient_correct": True})
+    return {"model": "1.5b", "trace_set": "hand.jsonl", "replay": "1.5b-hand", "proxy_of": None,
+            "rows": pd.DataFrame(rows), "steps": steps}
+
+
+def test_known_steps_give_known_latencies():
+    # plain step: 2 ms + 1 ms per 1K context; at budget 8 the greedy trace has 7 steps after the
+    # prefill, at contexts 6..12 (prompt 5 + tokens so far).
+    greedy = _run("baseline", 1, _costs(plain=(2.0, 1.0, 100)))
+    spec = _run("ngram-spec", 1, _costs(draft=(4.0, 0.0, 100), **{"no-draft": (6.0, 0.0, 100)}))
+    modelled = build_modelled([_replay()], [greedy, spec])
+    rows = modelled.rows.set_index(["method", "budget_tokens", "problem_id"])
+    expected = 0.1 + sum(0.002 + 0.001 * context / 1000 for context in range(6, 13))
+    assert rows.loc[("baseline", 8, "p0"), "e2e_latency_s"] == pytest.approx(expected)
+    # n-gram: steps emit 1 (prefill), 3 (draft), 1, 3 ... -> budget 8 is reached at step 4 (1+3+1+3):
+    # steps 1 and 3 drafted (4 ms), step 2 found none (6 ms).
+    assert rows.loc[("ngram-spec", 8, "p0"), "e2e_latency_s"] == pytest.approx(0.1 + 0.004 + 0.006 + 0.004)
+    assert rows.loc[("baseline", 16, "p0"), "output_tokens"] == 10  # the trace ended before the budget
+    assert rows.loc[("baseline", 8, "p1"), "strict_correct"] == 0.0
+    assert rows.loc[("baseline", 8, "p0"), "energy_j"] == pytest.approx(100.0 * expected)
+    assert (modelled.rows["evidence"] == "modelled").all() and set(modelled.rows["num_gpus"]) == {1}
+    table = modelled_table(modelled, 3.6)  # $3.6 per GPU-hour = $0.001 per GPU-second
+    row = table[(table["method"] == "baseline") & (table["budget_tokens"] == 8)].iloc[0]
+    assert row["accuracy_strict"] == 0.5 and row["configuration"].endswith("(modelled)")
+    assert row["usd_per_correct_answer"] == pytest.approx(expected * 0.001 / 0.5)
+    assert row["compute_tflop_per_request"] == pytest.approx(2 * get_model("1.5b").params_billion * 1e9 * 8 / 1e12)
+
+
+def test_no_extrapolation_beyond_measured_context():
+    # plain steps measured up to context 10: budget 4 (context <= 9) is priced, 8 and 16 are refused.
+    modelled = build_modelled([_replay()], [_run("baseline", 1, _costs(plain=(2.0, 0.0, 10)))])
+    assert sorted(modelled.rows["budget_tokens"].unique()) == [4]
+    assert sorted(modelled.refused["budget_tokens"]) == [8, 16]
+    assert modelled.refused["reason"].str.contains("not extrapolated").all()
+
+
+def _measured_table() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A system-only greedy run at TP 1: latency, no accuracy."""
+    rows = pd.DataFrame([{"study": "own", "run_name": "1.5b-baseline-tp1-m", "model": "1.5b", "method": "baseline",
+                          "acceptance": "engine", "tensor_parallel_size": 1, "system_only": True,
+                          "hardware": "1x NVIDIA H200", "budget_tokens": b, "request_id": f"p{i}", "problem_id": f"p{i}",
+                          "sample_index": 0, "output_tokens": b, "hit_budget": True, "e2e_latency_s": 0.002 * b + 0.1,
+                          "ttft_s": 0.1, "tpot_s": 0.002, "num_gpus": 1, "strict_correct": math.nan,
+                          "lenient_correct": math.nan, "grade_status": "not graded"}
+                         for i in range(6) for b in (4, 8, 16)])
+    from tts_utils.metrics import summarise
+
+    summary = summarise(rows, ["study", "run_name", "model", "method", "acceptance", "tensor_parallel_size",
+                               "system_only", "hardware", "budget_tokens"])
+    return configuration_table(rows, summary, 3.6), rows
+
+
+def test_a_modelled_row_is_never_counted_as_measured():
+    table, rows = _measured_table()
+    runs = [_run("baseline", tp, _costs(plain=(2.0 / tp ** 0.5, 0.0, 100))) for tp in (1, 2, 4)]
+    modelled = build_modelled([_replay()], runs)
+    mtable = modelled_table(modelled, 3.6)
+    claims = check_all_claims("own", table, rows, modelled, mtable, [_replay()]).set_index("claim")
+    assert not table["run_name"].str.startswith("modelled").any() and "evidence" not in table
+    tp = claims.loc["Tensor parallelism has diminishing returns"]
+    assert tp["decided_by"] == "modelled" and tp["evidence"].startswith("[modelled")
+    accuracy = claims.loc["Accuracy gains flatten as the output budget grows"]
+    assert accuracy["decided_by"] == "real traces" and accuracy["verdict"] != "not enough data"
+    optimal = claims.loc["Compute-optimal is not system-optimal"]
+    assert optimal["decided_by"] == "modelled" and optimal["evidence"].startswith("[modelled")
+    # Measured rows alone decide nothing about TP or accuracy: the modelled rows did.
+    measured_only = check_all_claims("own", table, rows, build_modelled([], []), pd.DataFrame(), []).set_index("claim")
+    assert (measured_only.loc[["Tensor parallelism has diminishing returns",
+                               "Compute-optimal is not system-optimal"], "verdict"] == "not enough data").all()
+
+
+def _pick_table() -> pd.DataFrame:
+    """Hand-made configurations: A and B reach 0.8, B fastest, A's latency interval overlaps B's;
+    C is faster still but only 0.6 accurate; D is 0.9 accurate and slow."""
+    rows = [("A", 0.80, 10.0, 8.0, 12.0, 0.05), ("B", 0.82, 7.0, 6.0, 9.0, 0.04), ("C", 0.60, 2.0, 1.5, 2.5, 0.01),
+            ("D", 0.90, 30.0, 28.0, 32.0, 0.20)]
+    return pd.DataFrame([{"model": name, "method": "baseline", "tensor_parallel_size": 1, "budget_tokens": 1024,
+                          "accuracy_strict": acc, "accuracy_strict_lo": acc - 0.05, "accuracy_strict_hi": acc + 0.05,
+                          "mean_e2e_latency_s": lat, "mean_e2e_latency_s_lo": lo, "mean_e2e_latency_s_hi": hi,
+                          "usd_per_correct_answer": usd, "usd_per_correct_answer_lo": usd * 0.9,
+                          "usd_per_correct_answer_hi": usd * 1.1, "evidence": "measured"}
+                         for name, acc, lat, lo, hi, usd in rows])
+
+
+def test_pick_with_ties():
+    table = _pick_table()
+    fastest, cheapest = for_accuracy(table, 0.8)
+    assert fastest["pick"].startswith("B ") and fastest["ties"] == 1 and fastest["tied_with"].startswith("A ")
+    assert cheapest["pick"].startswith("B ") and cheapest["ties"] == 0  # A's 0.045..0.055 misses B's 0.036..0.044
+    assert for_accuracy(table, 0.95)[0]["pick"] == "none reaches it"
+    (accurate,) = for_latency(table, 10.0)
+    assert accurate["pick"].startswith("B ") and accurate["tied_with"].startswith("A ")  # 0.82 +-0.05 vs 0.80
+    assert for_latency(table, 2.0)[0]["pick"].startswith("C ")
+    assert len(pick_table(table)) == 5 * 2 + 7
+
+
+def test_pick_cli(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TTS_OUTPUTS_DIR", str(tmp_path))
+    assert pick_main(["--study", "s", "--accuracy", "0.8"]) == 2
+    assert "run 04_analysis first" in capsys.readouterr().err
+    (tmp_path / "figures" / "s").mkdir(parents=True)
+    _pick_table().to_csv(tmp_path / "figures" / "s" / "configurations.csv", index=False)
+    assert pick_main(["--study", "s", "--accuracy", "0.8"]) == 0
+    out = capsys.readouterr().out
+    assert "fastest with strict accuracy >= 0.8: B " in out and "tied (intervals overlap): A " in out
+    assert pick_main(["--study", "s", "--latency-s", "-1"]) == 2
+    assert pick_main(["--study", "s", "--accuracy", "1.5"]) == 2
+    assert capsys.readouterr().err.count("error:") == 2
+
+
+def test_tp_import_keeps_provenance_and_refuses_other_hardware(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTS_OUTPUTS_DIR", str(tmp_path))
+    shutil.copytree(REFERENCE / "runs" / "h200-system", tmp_path / "runs" / "h200-system")
+    runs = import_tp_runs(["h200-system"], {"1x NVIDIA H200 (driver 1)"}, {"1.5b"})
+    assert sorted(r.tensor_parallel_size for r in runs) == [1, 2, 4]
+    assert all(r.imported and r.study == "h200-system" and r.source == "results.csv" for r in runs)
+    assert all(r.label().endswith("(imported)") and abs(r.validation["validation_error"]) < 0.10 for r in runs)
+    tp1 = next(r for r in runs if r.tensor_parallel_size == 1)
+    # The budget segments of the 1.5B TP1 run: 2.45 ms/token at 16K in the README.
+    assert np.isclose(tp1.costs["mean_ms"].iloc[0], 2.45, rtol=0.05) and tp1.reach() > 16384
+    with pytest.raises(ConfigError, match="tp_import_any_hardware"):
+        import_tp_runs(["h200-system"], {"1x NVIDIA H100 80GB HBM3"}, {"1.5b"})
+    assert import_tp_runs(["h200-system"], {"1x NVIDIA H100 80GB HBM3"}, {"1.5b"}, any_hardware=True)
+    with pytest.raises(ConfigError, match="neither a study"):
+        import_tp_runs(["no-such-study"], set(), {"1.5b"})
+
+
+def test_priced_runs_from_steps_validate_at_the_longest_budget():
+    runs = priced_runs(REFERENCE / "runs" / "h200-realistic", "h200-realistic")
+    assert {r.method for r in runs} == {"baseline", "ngram-spec-synthetic"}
+    for run in runs:
+        assert run.source == "steps.csv" and run.validation["validated_budget"] == 2048
+        assert run.validation["within_tolerance"]
+    spec = next(r for r in runs if r.speculative)
+    assert spec.reach() < 2048  # the old 1K no-draft probes: n-gram is priced only up to there

@@ -1,0 +1,104 @@
+"""The public traces by name: fetched from a local server, sha256-checked, local copies offline."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+from tts_utils.config import ConfigError
+from tts_utils.trace_fetch import PUBLIC_TRACES, fetch, resolve_entry, sha256_of
+
+NAME = "r1-distill-qwen-7b.math500-first20"
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A file server on 127.0.0.1 laid out like raw.githubusercontent.com: repo/commit/path."""
+    root = tmp_path / "www"
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def _publish(root: Path, data: bytes) -> None:
+    trace = PUBLIC_TRACES[NAME]
+    target = root / trace.repo / trace.commit / trace.path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+
+
+@pytest.fixture
+def clean_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("TTS_TRACES_DIR", raising=False)
+    monkeypatch.delenv("TTS_TRACES_URL", raising=False)
+
+
+def test_pinned_hashes_match_the_shared_copies(traces_dir):
+    for trace in PUBLIC_TRACES.values():
+        assert sha256_of(traces_dir / trace.file) == trace.sha256, trace.file
+
+
+def test_fetch_from_a_server_then_from_the_cache(server, traces_dir, clean_env, tmp_path, monkeypatch):
+    root, url = server
+    _publish(root, (traces_dir / PUBLIC_TRACES[NAME].file).read_bytes())
+    path = fetch(NAME, base_url=url)
+    assert path == tmp_path / "cache" / "traces" / PUBLIC_TRACES[NAME].file and sha256_of(path) == PUBLIC_TRACES[NAME].sha256
+    monkeypatch.setenv("TTS_TRACES_URL", "http://127.0.0.1:9")  # nothing listens: the cache answers
+    assert fetch(NAME) == path
+    assert resolve_entry(f"public:{NAME}") == str(path)
+
+
+def test_a_sha256_mismatch_is_refused(server, traces_dir, clean_env, tmp_path):
+    root, url = server
+    data = (traces_dir / PUBLIC_TRACES[NAME].file).read_bytes()
+    _publish(root, data[:-2] + b"x\n")
+    with pytest.raises(ConfigError, match="sha256 .* does not match the pinned .*refusing it"):
+        fetch(NAME, base_url=url)
+    assert not list((tmp_path / "cache" / "traces").glob("*"))  # nothing kept
+
+
+def test_offline_falls_back_to_a_local_copy(traces_dir, clean_env, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("TTS_TRACES_URL", "http://127.0.0.1:9")
+    with pytest.raises(ConfigError, match="could not be fetched .* set TTS_TRACES_DIR"):
+        fetch(NAME)
+    assert resolve_entry(f"public?:{NAME}") is None and "real traces skipped" in capsys.readouterr().out
+    monkeypatch.setenv("TTS_TRACES_DIR", str(traces_dir))
+    assert fetch(NAME) == traces_dir / PUBLIC_TRACES[NAME].file
+    damaged = tmp_path / "local"
+    damaged.mkdir()
+    (damaged / PUBLIC_TRACES[NAME].file).write_text("{}\n")
+    monkeypatch.setenv("TTS_TRACES_DIR", str(damaged))
+    with pytest.raises(ConfigError, match="sha256"):
+        resolve_entry(f"public?:{NAME}")  # a wrong local copy is an error even when optional
+    with pytest.raises(ConfigError, match="unknown public trace set"):
+        fetch("r1-distill-qwen-32b.math500")
+
+
+def test_public_and_proxy_trace_sets_in_a_study(traces_dir, r1_tokenizer_path, math500_path, outputs_dir,
+                                                clean_env, monkeypatch):
+    """03_spec's replays: a public set by name (local copy), and 14B standing in with 7B's traces."""
+    from tts_utils.config import StudyConfig
+    from tts_utils.modelled import load_replay_sets
+    from tts_utils.replay import replayed_rates, run_replays
+
+    monkeypatch.setenv("TTS_TRACES_DIR", str(traces_dir))
+    config = StudyConfig.create(study="proxy", model="7b,14b", load_format="dummy", dataset=str(math500_path),
+                                trace_sets=[f"7b=public:{NAME}", "14b=proxy:7b"], trace_tokenizer=str(r1_tokenizer_path),
+                                trace_budgets=[1024, 4096])
+    summary = run_replays(config).set_index(["model", "budget_tokens"])
+    assert summary.loc[("7b", 4096), "accuracy_strict"] > 0 and summary.loc[("14b", 4096), "accuracy_strict"] != summary.loc[("14b", 4096), "accuracy_strict"]
+    assert summary.loc[("14b", 4096), "tokens_per_step"] == summary.loc[("7b", 4096), "tokens_per_step"]
+    assert replayed_rates("proxy", "14b", 5, 1, 4)[0] == replayed_rates("proxy", "7b", 5, 1, 4)[0]
+    proxy = next(r for r in load_replay_sets("proxy") if r["model"] == "14b")
+    assert proxy["proxy_of"]["model"] == "7b" and "strict_correct" not in proxy["rows"]
+    with pytest.raises(ConfigError, match="replays no trace set of '1.5b'"):
+        run_replays(StudyConfig.create(study="proxy2", model="14b", load_format="dummy", trace_sets=["14b=proxy:1.5b"]))

@@ -1,0 +1,340 @@
+"""Modelled rows: real traces' accuracy joined to measured step costs, one row per problem.
+
+A *modelled* row takes one replayed real trace (written by 03_spec under ``replays/<study>/``),
+cuts it at a budget, and prices its steps with the step costs one measured run fitted
+(``stepcost``): greedy decoding at each TP size a baseline run measured, n-gram at each TP size an
+n-gram run measured (the trace's replayed drafts, steps without a draft included). Its grades are
+the trace's own (none for a proxy trace set), its latency a prediction. Step costs come from this
+study's runs or from runs IMPORTED from another study (``tp_import``), refused from other hardware
+unless ``tp_import_any_hardware``.
+
+Step costs are never extrapolated: a configuration x budget whose traces reach a context beyond the
+longest one its run measured for a step kind (with ``CONTEXT_SLACK``) is refused and listed with
+the reason. Every row says ``evidence = modelled``, its trace set and the runs that priced it.
+Used by 04_analysis (through ``study_modelled``), verdicts.py and pick.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tts_utils.config import ConfigError
+from tts_utils.metrics import summarise
+from tts_utils.paths import replays_dir, study_dir
+from tts_utils.prices import device_name
+from tts_utils.stepcost import TOLERANCE, fit_step_costs, predict_request, validate
+
+# A trace may reach this share past the longest context its pricing run measured (trace prompts
+# are longer than the kit's built-in ones by a few hundred tokens); beyond it, no row.
+CONTEXT_SLACK = 0.05
+EVIDENCE_MEASURED, EVIDENCE_MODELLED = "measured", "modelled"
+SUMMARY_KEYS = ["study", "run_name", "model", "method", "acceptance", "tensor_parallel_size", "system_only",
+                "hardware", "budget_tokens"]
+
+
+@dataclass
+class PricedRun:
+    """The step costs of one measured run, where they came from, and how far they reach."""
+
+    run_name: str
+    study: str
+    model: str
+    method: str
+    tensor_parallel_size: int
+    hardware: str
+    commit: str
+    imported: bool
+    source: str                      # "steps.csv" (every step timed) or "results.csv" (budget segments)
+    costs: pd.DataFrame              # step, intercept_ms, slope_ms_per_1k_context, max_context_tokens
+    ttft_s: float
+    mean_power_w: float = math.nan
+    validation: dict = field(default_factory=dict)
+
+    @property
+    def speculative(self) -> bool:
+        return {"draft", "no-draft"} <= set(self.costs["step"])
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return ("draft", "no-draft") if self.speculative else ("plain",)
+
+    def reach(self) -> float:
+        """The longest context every step kind this configuration needs was measured at."""
+        rows = self.costs[self.costs["step"].isin(self.kinds)]
+        return float(rows["max_context_tokens"].min()) if len(rows) == len(self.kinds) else 0.0
+
+    def label(self) -> str:
+        return f"{self.study}/{self.run_name}" + (" (imported)" if self.imported else "")
+
+
+def _read_run(folder: Path) -> tuple[dict, pd.DataFrame] | None:
+    """A complete run's run.json and results rows, or None (unfinished or corrupt runs are skipped)."""
+    from tts_utils.store import RunFolder, read_json
+
+    run = RunFolder(folder)
+    if run.status().get("state") != "complete" or not run.is_complete():
+        return None
+    return read_json(run.run_file), pd.read_csv(run.results_file)
+
+
+def costs_from_results(rows: pd.DataFrame) -> pd.DataFrame:
+    """Plain-step costs of a greedy run that kept no steps.csv, from its one-pass budget rows.
+
+    Between two budgets L0 < L1 of one request, (t1 - t0) / (tokens1 - tokens0) is the mean step
+    at the middle context; a + b x context fitted to those points is exact for a linear cost.
+    """
+    points = []
+    for _, request in rows.sort_values("output_tokens").groupby("request_id"):
+        tokens = [1] + request["output_tokens"].tolist()
+        times = [float(request["ttft_s"].iloc[0])] + request["e2e_latency_s"].tolist()
+        prompt = int(request["prompt_tokens"].iloc[0])
+        for (n0, t0), (n1, t1) in zip(zip(tokens, times), zip(tokens[1:], times[1:])):
+            if n1 > n0:
+                points.append((prompt + (n0 + n1) / 2, (t1 - t0) / (n1 - n0)))
+    if not points:
+        return pd.DataFrame(columns=["step", "intercept_ms", "slope_ms_per_1k_context", "max_context_tokens"])
+    x, y = np.array(points).T
+    slope, intercept = np.polyfit(x, y, 1) if len(set(x)) > 1 else (0.0, float(y.mean()))
+    reach = float((rows["prompt_tokens"] + rows["output_tokens"]).max())
+    return pd.DataFrame([{"step": "plain", "steps": len(points), "intercept_ms": intercept * 1e3,
+                          "slope_ms_per_1k_context": slope * 1e6, "mean_ms": y.mean() * 1e3,
+                          "max_context_tokens": reach}])
+
+
+def _validate_from_results(costs: pd.DataFrame, rows: pd.DataFrame) -> dict:
+    """Greedy prediction vs measurement at the run's longest budget (every request)."""
+    longest = rows[rows["budget_tokens"] == rows["budget_tokens"].max()]
+    predicted = [predict_request(costs, int(r.prompt_tokens), float(r.ttft_s), np.zeros(int(r.output_tokens), int),
+                                 np.ones(int(r.output_tokens), int), int(r.output_tokens), False)
+                 for r in longest.itertuples()]
+    error = float(np.mean(predicted) / longest["e2e_latency_s"].mean() - 1.0)
+    return {"validated_budget": int(longest["budget_tokens"].iloc[0]), "validation_error": error,
+            "within_tolerance": abs(error) <= TOLERANCE, "validation": "fit and check on the same requests"}
+
+
+def priced_runs(folder: Path, study: str, imported: bool = False) -> list[PricedRun]:
+    """Step costs of every complete baseline or n-gram run in one study folder.
+
+    Runs with steps.csv are fitted per step kind and validated on held-out requests at their longest
+    budget (``stepcost.validate``); greedy runs without it are priced from their budget rows."""
+    out = []
+    for run_dir in sorted(p for p in folder.glob("*") if p.is_dir()):
+        read = _read_run(run_dir)
+        if read is None:
+            continue
+        meta, rows = read
+        identity = meta["identity"]
+        method = identity["method"]
+        if method != "baseline" and not method.startswith("ngram-spec"):
+            continue
+        rows = rows[rows["run_name"] == run_dir.name] if "run_name" in rows else rows
+        steps_file = run_dir / "steps.csv"
+        if steps_file.exists():
+            steps = pd.read_csv(steps_file)
+            costs = fit_step_costs(steps)
+            reach = steps[steps["step"] != "prefill"].groupby("step")["context_tokens"].max()
+            costs["max_context_tokens"] = costs["step"].map(reach).astype(float)
+            checked = validate(steps, rows)
+            validation = {}
+            if not checked.empty:
+                last = checked.sort_values("budget_tokens").iloc[-1]
+                validation = {"validated_budget": int(last["budget_tokens"]), "validation_error": float(last["error"]),
+                              "within_tolerance": bool(last["within_tolerance"]),
+                              "validation": f"held-out requests ({int(last['requests'])})"}
+            source = "steps.csv"
+        elif method == "baseline":
+            costs = costs_from_results(rows)
+            validation = _validate_from_results(costs, rows) if not costs.empty else {}
+            source = "results.csv"
+        else:
+            continue
+        if costs.empty:
+            continue
+        energy = rows.dropna(subset=["energy_j"]) if "energy_j" in rows else rows.head(0)
+        power = float(energy["energy_j"].sum() / energy["e2e_latency_s"].sum()) if len(energy) else math.nan
+        git = meta.get("created_by", {}).get("git", {}) or {}
+        commit = (git.get("commit") or "unknown")[:12] + (" (uncommitted changes)" if git.get("dirty") else "")
+        out.append(PricedRun(run_dir.name, study, identity["model"], method, int(identity["tensor_parallel_size"]),
+                             str(rows["hardware"].iloc[0]), commit, imported, source, costs,
+                             float(rows["ttft_s"].mean()), power, validation))
+    return out
+
+
+def _study_folder(source: str) -> tuple[Path, str]:
+    """A ``tp_import`` entry: a study name under outputs/runs/, or a folder of run folders."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path.resolve(), path.name
+    folder = study_dir(source)
+    if folder.is_dir():
+        return folder, source
+    raise ConfigError(f"tp_import: {source!r} is neither a study under {study_dir('').parent} nor a folder of runs")
+
+
+def import_tp_runs(sources: tuple[str, ...] | list[str], own_hardware: set[str], models: set[str],
+                   any_hardware: bool = False) -> list[PricedRun]:
+    """Greedy step costs at every TP size from other studies' runs, with their provenance.
+
+    An import is the baseline runs of the named study (or folder) for the models this study has
+    traces of. One from a GPU other than this study's is refused (ConfigError) unless
+    ``any_hardware``: step costs measured on one device say nothing about another."""
+    out = []
+    for source in sources:
+        folder, name = _study_folder(source)
+        runs = [r for r in priced_runs(folder, name, imported=True) if r.method == "baseline" and r.model in models]
+        if not runs:
+            raise ConfigError(f"tp_import: {source!r} has no complete greedy (baseline) run of {', '.join(sorted(models))}")
+        theirs = {device_name(r.hardware) for r in runs}
+        mine = {device_name(h) for h in own_hardware}
+        if mine and theirs != mine and not any_hardware:
+            raise ConfigError(f"tp_import: {source!r} ran on {', '.join(sorted(theirs))}, this study on "
+                              f"{', '.join(sorted(mine))}; step costs do not transfer between devices "
+                              "(set tp_import_any_hardware: true to import them anyway)")
+        out += runs
+    return out
+
+
+def load_replay_sets(study: str) -> list[dict]:
+    """Each replay of a study: model, trace set, per-trace steps, grades by budget, proxy origin."""
+    out = []
+    for folder in sorted(p for p in replays_dir(study).glob("*") if (p / "replay.json").exists()):
+        meta = json.loads((folder / "replay.json").read_text())
+        rows = pd.read_csv(folder / "rows.csv")
+        out.append({"model": meta["identity"]["model"], "trace_set": meta["trace_set_name"], "replay": folder.name,
+                    "proxy_of": meta.get("proxy_of"), "rows": rows,
+                    "steps": json.loads((folder / "steps.json").read_text())})
+    return out
+
+
+def _configuration_name(run: PricedRun) -> str:
+    return "greedy" if run.method == "baseline" else run.method
+
+
+def price_replay(replay: dict, run: PricedRun, budgets: list[int]) -> tuple[pd.DataFrame, list[dict]]:
+    """Modelled rows of one replayed trace set priced by one run, and the budgets refused."""
+    grades = replay["rows"].set_index(["problem_id", "budget_tokens"])
+    limit = run.reach() * (1 + CONTEXT_SLACK)
+    label = f"modelled: {replay['trace_set']} traces" + (f", priced by {run.study}" if run.imported else "")
+    rows, refused = [], []
+    for budget in budgets:
+        needed = max(t["prompt_tokens"] + min(budget, t["output_tokens"]) for t in replay["steps"])
+        if needed > limit:
+            refused.append({"model": replay["model"], "method": run.method, "tensor_parallel_size": run.tensor_parallel_size,
+                            "trace_set": replay["trace_set"], "budget_tokens": budget, "priced_by": run.label(),
+                            "context_needed": needed, "context_measured": run.reach(),
+                            "reason": "beyond the longest context measured for "
+                                      + "/".join(run.kinds) + " steps: not extrapolated"})
+            continue
+        for trace in replay["steps"]:
+            drafts, emitted = np.asarray(trace["draft_tokens"]), np.asarray(trace["emitted"])
+            if not run.speculative:
+                emitted = np.ones(int(trace["output_tokens"]), int)
+                drafts = np.zeros(len(emitted), int)
+            latency = predict_request(run.costs, trace["prompt_tokens"], run.ttft_s, drafts, emitted, budget,
+                                      run.speculative)
+            tokens = min(budget, trace["output_tokens"])
+            key = (trace["problem_id"], budget)
+            strict = grades.loc[key, "strict_correct"] if key in grades.index and "strict_correct" in grades else math.nan
+            lenient = grades.loc[key, "lenient_correct"] if key in grades.index and "lenient_correct" in grades else math.nan
+            rows.append({"request_id": trace["problem_id"], "problem_id": trace["problem_id"], "sample_index": 0,
+                         "budget_tokens": budget, "prompt_tokens": trace["prompt_tokens"], "output_tokens": tokens,
+                         "hit_budget": trace["output_tokens"] >= budget, "e2e_latency_s": latency,
+                         "ttft_s": run.ttft_s, "tpot_s": (latency - run.ttft_s) / (tokens - 1) if tokens > 1 else math.nan,
+                         "num_gpus": run.tensor_parallel_size, "energy_j": run.mean_power_w * latency,
+                         "strict_correct": float(strict), "lenient_correct": float(lenient),
+                         "grade_status": "not graded" if math.isnan(float(strict)) else "ok"})
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame.insert(0, "priced_by", run.label())
+        frame.insert(0, "trace_set", replay["trace_set"])
+        frame.insert(0, "evidence", EVIDENCE_MODELLED)
+        frame.insert(0, "system_only", True)
+        frame.insert(0, "hardware", run.hardware)
+        frame.insert(0, "tensor_parallel_size", run.tensor_parallel_size)
+        frame.insert(0, "acceptance", label)
+        frame.insert(0, "method", run.method)
+        frame.insert(0, "model", replay["model"])
+        frame.insert(0, "run_name", f"modelled-{replay['replay']}-{run.study}-{run.run_name}")
+        frame.insert(0, "study", run.study)
+    return frame, refused
+
+
+@dataclass
+class Modelled:
+    """Everything the modelled half of 04_analysis needs: rows, their summary, what priced them."""
+
+    rows: pd.DataFrame
+    summary: pd.DataFrame
+    sources: pd.DataFrame
+    refused: pd.DataFrame
+
+    @property
+    def empty(self) -> bool:
+        return self.rows.empty
+
+
+def build_modelled(replay_sets: list[dict], runs: list[PricedRun]) -> Modelled:
+    """Price every replayed trace set with every run of its model (a proxy prices as its own model)."""
+    frames, refused, used = [], [], set()
+    for replay in replay_sets:
+        budgets = sorted(int(b) for b in replay["rows"]["budget_tokens"].unique())
+        for run in runs:
+            if run.model != replay["model"]:
+                continue
+            frame, no = price_replay(replay, run, budgets)
+            refused += no
+            if not frame.empty:
+                frames.append(frame)
+                used.add(run.label())
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    summary = summarise(rows, SUMMARY_KEYS + ["evidence", "trace_set", "priced_by"]) if frames else pd.DataFrame()
+    sources = pd.DataFrame([{"priced_by": r.label(), "study": r.study, "run_name": r.run_name, "model": r.model,
+                             "method": r.method, "tensor_parallel_size": r.tensor_parallel_size,
+                             "hardware": r.hardware, "commit": r.commit, "imported": r.imported, "source": r.source,
+                             "measured_context_tokens": r.reach(), "used": r.label() in used, **r.validation}
+                            for r in runs])
+    return Modelled(rows, summary, sources, pd.DataFrame(refused))
+
+
+def study_modelled(study: str, own_rows: pd.DataFrame, tp_import: tuple[str, ...] = (),
+                   tp_import_any_hardware: bool = False) -> Modelled:
+    """04_analysis: the modelled rows of a study, priced by its own runs and any imported ones."""
+    replay_sets = load_replay_sets(study)
+    runs = priced_runs(study_dir(study), study) if study_dir(study).is_dir() else []
+    if tp_import:
+        hardware = set(own_rows["hardware"].dropna().astype(str)) if "hardware" in own_rows else set()
+        models = {r["model"] for r in replay_sets} or set(own_rows.get("model", pd.Series(dtype=str)))
+        runs += import_tp_runs(tp_import, hardware, models, tp_import_any_hardware)
+    return build_modelled(replay_sets, runs)
+
+
+def modelled_table(modelled: Modelled, gpu_hour_usd: float | None) -> pd.DataFrame:
+    """The configuration table of the modelled rows (intervals over problems), labelled modelled."""
+    from tts_utils.analysis import configuration_table
+
+    if modelled.empty:
+        return pd.DataFrame()
+    table = configuration_table(modelled.rows, modelled.summary, gpu_hour_usd)
+    labels = modelled.summary.drop_duplicates("run_name").set_index("run_name")[["trace_set", "priced_by"]]
+    table = table.join(labels, on="run_name")
+    table["evidence"] = EVIDENCE_MODELLED
+    imported = table["priced_by"].str.contains("imported")
+    table["configuration"] = table["configuration"] + [
+        f" (modelled, {by.split('/')[0]} costs)" if other else " (modelled)" for by, other in zip(table["priced_by"], imported)]
+    return table
+
+
+def real_trace_sets(study: str) -> list[str]:
+    """Trace sets of real models this study replayed and graded (the landing page's banner)."""
+    names = []
+    for folder in sorted(p for p in replays_dir(study).glob("*") if (p / "replay.json").exists()):
+        meta = json.loads((folder / "replay.json").read_text())
+        if meta["identity"]["model"] not in {"tiny", "tiny-draft"} and not meta.get("proxy_of"):
+            names.append(f"{meta['identity']['model']}: {meta['trace_set_name']}")
+    return names

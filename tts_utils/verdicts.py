@@ -1,0 +1,158 @@
+"""The five verdicts from every kind of evidence a study holds, each saying which kind decided it.
+
+``analysis.check_claims`` judges measured rows. Where they cannot decide (system-only runs have
+no accuracy; a one-GPU machine has no TP sizes), the claim is judged on:
+- accuracy flattens: the real traces' grades by budget (03_spec's replays; no latency involved);
+- speculation: measured runs and modelled rows at TP 1 priced by this study's own runs;
+- the two TP claims: modelled greedy rows at several TP sizes, priced by this study's runs or
+  imported ones (``modelled.import_tp_runs``), one pricing study per model;
+- compute- vs system-optimal: the existing rule on the modelled table.
+``claims.csv`` gains ``decided_by`` (measured / modelled / real traces) and evidence that starts with
+it, so a modelled verdict never reads as a measured one. Used by 04_analysis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pandas as pd
+
+from tts_utils.analysis import (
+    CLAIMS,
+    UNKNOWN,
+    claim_accuracy_flattens,
+    claim_compute_not_system_optimal,
+    claim_small_model_slower_with_tp,
+    claim_speculation_faster,
+    claim_tp_diminishing,
+)
+from tts_utils.intervals import configuration_intervals
+from tts_utils.modelled import EVIDENCE_MEASURED, Modelled
+
+REAL_TRACES, MEASURED, MODELLED = "real traces", "measured", "modelled"
+
+
+def trace_accuracy(replay_sets: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Accuracy by budget of every graded replay, shaped like a table and its rows (method
+    ``baseline`` at TP 1, so the accuracy claim reads it); proxy trace sets carry no grades."""
+    tables, rows = [], []
+    for replay in replay_sets:
+        graded = replay["rows"]
+        if "strict_correct" not in graded or replay.get("proxy_of"):
+            continue
+        frame = graded[["problem_id", "budget_tokens", "strict_correct", "lenient_correct"]].copy()
+        frame["run_name"] = replay["replay"]
+        frame["sample_index"] = 0
+        rows.append(frame)
+        summary = frame.groupby("budget_tokens").agg(accuracy_strict=("strict_correct", "mean"),
+                                                     accuracy_lenient=("lenient_correct", "mean")).reset_index()
+        bounds = configuration_intervals(frame, ("accuracy_strict", "accuracy_lenient"), ("budget_tokens",))
+        summary = summary.merge(bounds, on="budget_tokens", how="left")
+        summary = summary.assign(model=replay["model"], method="baseline", tensor_parallel_size=1,
+                                 trace_set=replay["trace_set"], run_name=replay["replay"],
+                                 configuration="greedy TP1 (real traces)")
+        tables.append(summary)
+    if not tables:
+        return pd.DataFrame(), pd.DataFrame()
+    return pd.concat(tables, ignore_index=True), pd.concat(rows, ignore_index=True)
+
+
+def speculation_rows(modelled: Modelled, study: str) -> pd.DataFrame:
+    """Modelled rows at TP 1 priced by this study's own runs, at budgets where greedy and a
+    speculative method were both priced (the speculation claim compares the two)."""
+    if modelled.empty:
+        return pd.DataFrame()
+    rows = modelled.rows
+    rows = rows[(rows["tensor_parallel_size"] == 1) & (rows["study"] == study)]
+    keep = []
+    for _, frame in rows.groupby(["model", "trace_set", "budget_tokens"]):
+        if (frame["method"] == "baseline").any() and (frame["method"] != "baseline").any():
+            keep.append(frame)
+    return pd.concat(keep, ignore_index=True) if keep else pd.DataFrame()
+
+
+def tp_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Greedy modelled rows, per model from one pricing study with several TP sizes (this study's
+    first, else the first import), so every TP ratio compares runs of one study."""
+    greedy = table[table["method"] == "baseline"]
+    keep = []
+    for _, frame in greedy.groupby("model"):
+        studies = frame.assign(study=frame["priced_by"].str.split("/").str[0])
+        sizes = studies.groupby("study")["tensor_parallel_size"].nunique()
+        several = [s for s in studies["study"].unique() if sizes[s] > 1]
+        if several:
+            own = [s for s in several if not studies[studies["study"] == s]["priced_by"].str.contains("imported").any()]
+            chosen = (own or several)[0]
+            keep.append(frame[studies["study"] == chosen])
+    return pd.concat(keep, ignore_index=True) if keep else table.head(0)
+
+
+def figure_rows(table: pd.DataFrame, modelled_table: pd.DataFrame, study: str, claim: str) -> pd.DataFrame:
+    """The rows the figure under a claim draws: the measured ones and the modelled ones that
+    decided it (``speculation``: TP 1 priced by this study; ``tp``: ``tp_table``; ``all``)."""
+    measured = table.assign(evidence=EVIDENCE_MEASURED) if not table.empty else table
+    if modelled_table.empty:
+        return measured
+    if claim == "speculation":
+        own = ~modelled_table["priced_by"].str.contains("imported")
+        extra = modelled_table[(modelled_table["tensor_parallel_size"] == 1) & own]
+    elif claim == "tp":
+        extra = tp_table(modelled_table)
+    else:
+        extra = modelled_table
+    return pd.concat([measured, extra], ignore_index=True)
+
+
+def _relabel(verdict, kind: str, note: str = ""):
+    return replace(verdict, evidence=f"[{kind}{note}] {verdict.evidence}")
+
+
+def check_all_claims(study: str, table: pd.DataFrame, rows: pd.DataFrame, modelled: Modelled,
+                     modelled_table: pd.DataFrame, replay_sets: list[dict]) -> pd.DataFrame:
+    """The five claims; each from measured rows where they decide it, else from modelled rows or
+    the real traces' grades. Returns claims.csv's frame with ``decided_by``."""
+    verdicts, kinds = [], []
+    # 1. accuracy flattens
+    verdict = claim_accuracy_flattens(table, rows) if not table.empty else None
+    kind = MEASURED
+    if verdict is None or verdict.verdict == UNKNOWN:
+        accuracy, accuracy_rows = trace_accuracy(replay_sets)
+        if not accuracy.empty:
+            verdict, kind = claim_accuracy_flattens(accuracy, accuracy_rows), REAL_TRACES
+            verdict = _relabel(verdict, REAL_TRACES, ": replayed traces graded at each budget")
+    verdicts.append(verdict)
+    kinds.append(kind)
+    # 2. speculation: measured runs and, beside them, modelled rows at real-trace acceptance
+    spec = speculation_rows(modelled, study)
+    verdict = claim_speculation_faster(table, rows, spec) if not table.empty else None
+    kinds.append(MEASURED + (" and " + MODELLED if not spec.empty else ""))
+    if verdict is not None and not spec.empty:
+        verdict = _relabel(verdict, kinds[-1], ": modelled = real traces priced by this study's step costs")
+    verdicts.append(verdict)
+    # 3, 4. TP claims
+    tp = tp_table(modelled_table) if not modelled_table.empty else pd.DataFrame()
+    for claim in (claim_tp_diminishing, claim_small_model_slower_with_tp):
+        verdict = claim(table, rows) if not table.empty else None
+        kind = MEASURED
+        if (verdict is None or verdict.verdict == UNKNOWN) and not tp.empty:
+            priced = ", ".join(sorted(tp["priced_by"].str.split("/").str[0].unique()))
+            verdict, kind = claim(tp, modelled.rows), MODELLED
+            verdict = _relabel(verdict, MODELLED, f": greedy step costs at several TP sizes from {priced}")
+        verdicts.append(verdict)
+        kinds.append(kind)
+    # 5. compute-optimal vs system-optimal
+    verdict = claim_compute_not_system_optimal(table, rows) if not table.empty else None
+    kind = MEASURED
+    if (verdict is None or verdict.verdict == UNKNOWN) and not modelled_table.empty:
+        verdict, kind = claim_compute_not_system_optimal(modelled_table, modelled.rows), MODELLED
+        verdict = _relabel(verdict, MODELLED, ": real traces' accuracy, latency from step costs")
+    verdicts.append(verdict)
+    kinds.append(kind)
+    records = []
+    for claim, verdict, kind in zip(CLAIMS, verdicts, kinds):
+        if verdict is None:
+            records.append({"claim": claim, "verdict": UNKNOWN, "evidence": "no complete runs", "interval": "none",
+                            "decided_by": "none"})
+        else:
+            records.append({**verdict.__dict__, "decided_by": kind if verdict.verdict != UNKNOWN else "none"})
+    return pd.DataFrame(records, columns=["claim", "verdict", "decided_by", "evidence", "interval"])
