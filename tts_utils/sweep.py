@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tts_utils import provenance
+from tts_utils import provenance, vllm_compat
 from tts_utils.budgets import record_for_budget, view_at_budget
 from tts_utils.config import ConfigError, StudyConfig
 from tts_utils.data import ProblemSet, load_problems
@@ -690,6 +690,8 @@ def _record_failure(plan: RunPlan, error: BaseException) -> None:
 def run_sweep(config: StudyConfig, notebook: str, only: str = "") -> pd.DataFrame:
     """Plan and run a notebook's sweep; returns one row per run (name, outcome, seconds).
     ``only``: run just the plans whose run name contains it (the CLI's ``--only``)."""
+    if not config.dry_run:
+        vllm_compat.require(config)  # a vLLM without what this study uses stops here, not an hour in
     plans, skipped = plan_runs(config, notebook)
     if only:
         plans = [plan for plan in plans if only in plan.run_name]
