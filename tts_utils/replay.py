@@ -273,7 +273,7 @@ def run_replays(config) -> pd.DataFrame:
     summaries = []
     for key, path in _trace_paths(config):
         model = get_model(key)
-        source = resolve(model, config.load_format)
+        source = resolve(model, config.load_format, config.local_model_dirs)
         if config.trace_tokenizer:
             source = ModelSource(source.engine_path, config.trace_tokenizer, source.identity, source.max_context)
         trace_set = load_trace_set(path, model, source, config.dataset)
