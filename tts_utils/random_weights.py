@@ -79,9 +79,11 @@ def write_random_weights(shape: str, tokenizer: Path, out: Path, seed: int = 0) 
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(staging))
     finally:
         torch.set_default_dtype(default)
-    model.save_pretrained(staging, safe_serialization=True)
-    # save_pretrained rewrites config.json (transformers' own fields); keep the shipped one.
-    shutil.copy2(source / "config.json", staging / "config.json")
+    model.save_pretrained(staging)  # safetensors: the default since transformers 4.35, the only format in 5
+    # save_pretrained rewrites config.json and generation_config.json; keep the shipped ones.
+    for name in ("config.json", "generation_config.json"):
+        if (source / name).is_file():
+            shutil.copy2(source / name, staging / name)
     recipe = {"shape": shape, "config_sha256": hashlib.sha256((source / "config.json").read_bytes()).hexdigest(),
               "tokenizer": str(tokenizer), "seed": seed, "dtype": str(dtype).removeprefix("torch."),
               "parameters": sum(p.numel() for p in model.parameters()),
