@@ -147,7 +147,10 @@ def setup(venv: Path, extras: tuple[str, ...] = ("dev",), allow_untested: bool |
     before = inventory(str(venv_python))
     constraint_file = venv / "engine-constraints.txt"
     constraint_file.write_text(constraints(before["installed"]))
-    result = _pip(str(venv_python), "--no-deps", "-e", str(REPO_ROOT))
+    # With a setuptools the build accepts already there, build with it: no download (offline images).
+    setuptools = vllm_compat.parse_version(before["installed"].get("setuptools", ""))
+    isolation = ["--no-build-isolation"] if setuptools >= (68,) else []
+    result = _pip(str(venv_python), *isolation, "--no-deps", "-e", str(REPO_ROOT))
     if result.returncode != 0:
         raise SetupError(f"installing the kit failed: {_tail(result)}")
     requires = subprocess.run([str(venv_python), "-c", "import importlib.metadata as m, json; "
