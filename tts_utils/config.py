@@ -24,6 +24,8 @@ SPEC_METHODS = ("ngram", "draft_model", "eagle3", "suffix")
 CUDAGRAPH_MODES = ("", "NONE", "PIECEWISE", "FULL", "FULL_DECODE_ONLY", "FULL_AND_PIECEWISE")
 MAX_SPEC_TOKENS = 16
 FLOAT_LISTS = {"acceptance_lengths"}
+# cut: grade the output as the budget cut it; force: end the thinking there and let the model answer.
+BUDGET_MODES = ("cut", "force")
 
 
 class ConfigError(ValueError):
@@ -76,6 +78,9 @@ class StudyConfig:
     ray_address: str = ""
     tp_import: tuple[str, ...] = field(default_factory=tuple)
     tp_import_any_hardware: bool = False
+    model_paths: tuple[str, ...] = field(default_factory=tuple)
+    budget_mode: str = "cut"
+    force_answer_tokens: int = 32
 
     @property
     def model_keys(self) -> list[str]:
@@ -85,6 +90,12 @@ class StudyConfig:
     def system_only(self) -> bool:
         """Random weights (``load_format: dummy``): latency and cost only, accuracy meaningless."""
         return self.load_format == "dummy"
+
+    @property
+    def local_model_dirs(self) -> dict[str, str]:
+        """``model_paths`` as {registry key: local weights folder}."""
+        return {key.strip(): str(Path(folder.strip()).expanduser().resolve())
+                for key, _, folder in (entry.partition("=") for entry in self.model_paths)}
 
     @property
     def max_budget(self) -> int:
@@ -149,6 +160,12 @@ class StudyConfig:
         if not 0.0 < self.gpu_memory_utilization <= 1.0 or self.cpu_kv_cache_gib < 0:
             raise ConfigError("gpu_memory_utilization must be in (0, 1] and cpu_kv_cache_gib >= 0")
         self.check_grid()
+        self.check_local_models()
+        if self.budget_mode not in BUDGET_MODES:
+            raise ConfigError(f"budget_mode must be cut or force, got {self.budget_mode!r}")
+        if not 1 <= self.force_answer_tokens <= 4096:
+            raise ConfigError(f"force_answer_tokens must be 1..4096 (answer tokens after a forced end of thinking), "
+                              f"got {self.force_answer_tokens}")
         if not math.isfinite(self.gpu_hour_usd) or self.gpu_hour_usd < 0:
             raise ConfigError(f"gpu_hour_usd must be >= 0 dollars per GPU-hour (0 = list price of the GPU), "
                               f"got {self.gpu_hour_usd}")
@@ -174,6 +191,18 @@ class StudyConfig:
             if not 1.0 <= length <= self.spec_tokens + 1:
                 raise ConfigError(f"acceptance_lengths must lie in [1, spec_tokens + 1 = {self.spec_tokens + 1}] "
                                   f"(mean tokens per verification step), got {length}")
+
+    def check_local_models(self) -> None:
+        """``model_paths``: KEY=DIR entries, each a registry key and a folder with config.json."""
+        for entry in self.model_paths:
+            key, sep, folder = entry.partition("=")
+            if not sep or not folder.strip():
+                raise ConfigError(f"model_paths entries are KEY=DIR (e.g. 1.5b=/models/r1-1.5b), got {entry!r}")
+            if key.strip() not in MODELS:
+                raise ConfigError(f"model_paths: unknown model {key.strip()!r}; known: {', '.join(MODELS)}")
+            if not (Path(folder.strip()).expanduser() / "config.json").is_file():
+                raise ConfigError(f"model_paths: {folder.strip()} has no config.json (a local weights folder: "
+                                  f"config, tokenizer and safetensors)")
 
     def check_speculation(self) -> None:
         """03_spec's method and drafter (what can be checked without the engine)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,8 +61,14 @@ def _shape_folder(spec: ModelSpec) -> Path:
     return target
 
 
-def resolve(spec: ModelSpec, load_format: str) -> ModelSource:
-    """Where the engine gets this model under this load format."""
+def resolve(spec: ModelSpec, load_format: str, local_dirs: Mapping[str, str] | None = None) -> ModelSource:
+    """Where the engine gets this model under this load format; ``local_dirs`` (``model_paths``)
+    maps registry keys to local weight folders, loaded as they are (not in system-only mode)."""
+    local = (local_dirs or {}).get(spec.key)
+    if local is not None and load_format != "dummy":
+        # Named by folder, like a local drafter: a moved folder still resumes, another folder does not.
+        return ModelSource(local, local, f"{spec.hf_id or spec.key}@local:{Path(local).name}",
+                           _context_of(Path(local) / "config.json"))
     if spec.hf_id is None and spec.shape is not None and load_format != "dummy":
         raise ConfigError(f"model {spec.key!r} is a shape without weights: system-only mode (load_format: dummy) only")
     if spec.hf_id is None and spec.shape is None:

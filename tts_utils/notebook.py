@@ -81,7 +81,7 @@ def reachability(config: StudyConfig) -> pd.DataFrame:
     for key in config.model_keys:
         model = get_model(key)
         try:
-            source = resolve(model, config.load_format)
+            source = resolve(model, config.load_format, config.local_model_dirs)
             load_tokenizer(source)
             rows.append((f"model {key}", source.engine_path, "ok"))
         except Exception as error:  # report every failure in the table rather than stopping at the first

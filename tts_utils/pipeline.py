@@ -31,6 +31,7 @@ from typing import IO, Any
 
 import yaml
 
+from tts_utils import vllm_compat
 from tts_utils.config import ConfigError, StudyConfig, read_profile
 from tts_utils.hardware import detect
 from tts_utils.notebook import SYSTEM_ONLY_WARNING
@@ -316,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             profile = args.target or args.profile
             values, config = resolve_parameters(profile, parse_overrides(args.overrides))
-            print(f"{profile_path(profile)}: ok ({len(values)} keys, study {config.study!r})")
+            compat = vllm_compat.require(config)
+            print(f"{profile_path(profile)}: ok ({len(values)} keys, study {config.study!r}; {compat.label})")
             return 0
         values, config = resolve_parameters(args.profile, parse_overrides(args.overrides))
         names = CHAIN if args.command == "reproduce" else (args.target,)
@@ -324,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"'run' needs a notebook name: {', '.join(CHAIN)}")
         for name in names:
             notebook_path(name)
+        if any(name != "04_analysis" for name in names):  # 04 reads files only
+            vllm_compat.require(config)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

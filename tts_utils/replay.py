@@ -317,7 +317,7 @@ def run_replays(config) -> pd.DataFrame:
             proxies.append((key, path[len(PROXY):]))
             continue
         model = get_model(key)
-        source = resolve(model, config.load_format)
+        source = resolve(model, config.load_format, config.local_model_dirs)
         if config.trace_tokenizer or (model.hf_id and config.load_format == "dummy"):
             # Random-weight shapes carry the tiny tokenizer; real traces need the model's own.
             source = ModelSource(source.engine_path, config.trace_tokenizer or model.hf_id, source.identity,

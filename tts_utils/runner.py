@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -62,7 +62,7 @@ class RequestSpec:
     request_id: str
     problem_id: str
     sample_index: int
-    prompt: str
+    prompt: str | list[int]  # text, or token ids (budget forcing's continuations)
     max_tokens: int
 
 
@@ -87,9 +87,14 @@ class RequestRecord:
     chunk_tokens: list[int]
     token_ids: list[int]
     text: str
+    # The prompt as the engine tokenised it (vLLM sends it with return_token_ids); kept out of
+    # requests.jsonl, read by budget forcing to check where its continuations start.
+    prompt_token_ids: list[int] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        record = asdict(self)
+        record.pop("prompt_token_ids")
+        return record
 
 
 class RequestError(RuntimeError):
@@ -125,6 +130,7 @@ def stream_one(client: httpx.Client, base_url: str, served_name: str, spec: Requ
     chunk_times: list[float] = []
     chunk_tokens: list[int] = []
     token_ids: list[int] = []
+    engine_prompt_ids: list[int] | None = None
     text_parts: list[str] = []
     prompt_tokens = completion_tokens = 0
     finish_reason = None
@@ -147,6 +153,7 @@ def stream_one(client: httpx.Client, base_url: str, served_name: str, spec: Requ
                 if not choices:
                     continue
                 choice = choices[0]
+                engine_prompt_ids = choice.get("prompt_token_ids") or engine_prompt_ids
                 new_ids = choice.get("token_ids") or []
                 if new_ids:
                     token_ids.extend(new_ids)
@@ -166,7 +173,7 @@ def stream_one(client: httpx.Client, base_url: str, served_name: str, spec: Requ
         max_tokens=spec.max_tokens, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
         finish_reason=finish_reason, sent_at_unix_s=sent_at, e2e_latency_s=end,
         chunk_times_s=chunk_times, chunk_tokens=chunk_tokens, token_ids=token_ids,
-        text="".join(text_parts),
+        text="".join(text_parts), prompt_token_ids=engine_prompt_ids,
     )
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tts_utils import provenance
+from tts_utils import budget_forcing, provenance, vllm_compat
 from tts_utils.budgets import record_for_budget, view_at_budget
 from tts_utils.config import ConfigError, StudyConfig
 from tts_utils.data import ProblemSet, load_problems
@@ -70,6 +70,8 @@ PROBE_REQUESTS = 2
 PROBE_MAX_TOKENS = 1024
 # Extra context beyond prompt + budget (the engine counts a few tokens more in some versions).
 CONTEXT_MARGIN_TOKENS = 16
+# Room for budget forcing's end-of-thinking marker and answer cue (under 20 tokens for every model).
+FORCING_CUE_TOKENS = 32
 WARMUP_TOKENS = 16
 
 
@@ -100,6 +102,8 @@ class RunPlan:
     # the others are predicted from the step-cost model unless the prediction check fails.
     latency_subset: tuple[str, ...] = ()
     prediction_tolerance: float = 0.15
+    # budget_mode force: answer tokens after the forced end of thinking (budget_forcing.py); 0 is cut.
+    force_answer_tokens: int = 0
 
     @property
     def batched(self) -> bool:
@@ -141,6 +145,9 @@ class RunPlan:
             "concurrency": self.concurrency, "system_only": self.system_only,
             **({"acceptance": self.acceptance} if self.acceptance != "engine" else {}),
             **({"latency_problems": len(self.latency_subset)} if self.latency_subset else {}),
+            # Only when forcing: cut runs keep the names they had before budget_mode existed.
+            **({"budget_mode": "force", "force_answer_tokens": self.force_answer_tokens}
+               if self.force_answer_tokens else {}),
         }
 
     @property
@@ -191,7 +198,7 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
     for key in config.model_keys:
         model = get_model(key)
         speculative, acceptance, method = None, "engine", NOTEBOOK_METHODS[notebook]
-        source = resolve(model, config.load_format)
+        source = resolve(model, config.load_format, config.local_model_dirs)
         if notebook == "03_spec":
             rates, acceptance = acceptance_for(config, key)
             if rates is not None and detect().accelerator == "cpu":
@@ -207,6 +214,8 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
         prompt_tokens = tuple(len(tokenizer(model.prompt(p.problem), add_special_tokens=False)["input_ids"])
                               for p in problems.problems)
         needed = max(prompt_tokens) + config.max_budget + CONTEXT_MARGIN_TOKENS
+        if config.budget_mode == "force":  # the continuation: + marker and cue + answer tokens
+            needed += FORCING_CUE_TOKENS + config.force_answer_tokens
         max_model_len = config.max_model_len or needed
         if max_model_len < needed:
             raise ConfigError(f"max_model_len {max_model_len} < longest prompt ({max(prompt_tokens)} tokens) "
@@ -243,6 +252,7 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
                 config.batch_concurrency if batched else config.concurrency, config.system_only,
                 config.grade_timeout_s, config.startup_timeout_s, acceptance,
                 () if batched else subset, config.prediction_tolerance,
+                force_answer_tokens=config.force_answer_tokens if config.budget_mode == "force" else 0,
             ))
     return plans, skipped
 
@@ -273,7 +283,7 @@ def drafter_path(config: StudyConfig, target: ModelSource) -> str | None:
     suffix: needs the arctic-inference package. n-gram needs nothing.
     """
     if config.spec_method == "draft_model":
-        return resolve(get_model(config.draft_model), config.load_format).engine_path
+        return resolve(get_model(config.draft_model), config.load_format, config.local_model_dirs).engine_path
     if config.spec_method == "eagle3":
         if not config.draft_model:
             return str(eagle3_head(target))
@@ -296,7 +306,7 @@ def with_vocabulary_check(speculative: SpeculativeConfig, config: StudyConfig, t
     """vLLM's draft_model needs equal vocabulary sizes, or ``use_heterogeneous_vocab`` (drafts are
     limited to the tokens both tokenizers share, drafted greedily). R1-Distill-Qwen-1.5B pads its
     embedding to 151,936 rows and 7B/14B to 152,064 over the same tokenizer, so that pair needs it."""
-    draft_vocab = load_model_config(resolve(get_model(config.draft_model), config.load_format)).get("vocab_size")
+    draft_vocab = load_model_config(resolve(get_model(config.draft_model), config.load_format, config.local_model_dirs)).get("vocab_size")
     target_vocab = target_config.get("vocab_size")
     if draft_vocab == target_vocab:
         return speculative
@@ -450,7 +460,8 @@ def _engine_session(plan: RunPlan, folder: RunFolder, budget_mode: str | None) -
     needs_batch_check = plan.batched and "batch_check" not in folder.status()
     needs_gate = not every_problem and "prediction_check" not in folder.status()
     needs_probe = len(read_records(folder.probe_file)) < plan.probe_requests
-    if not (missing or needs_check or needs_batch_check or needs_gate or needs_probe):
+    needs_force = bool(plan.force_answer_tokens) and (bool(missing) or _forcing_pending(plan, folder, records))
+    if not (missing or needs_check or needs_batch_check or needs_gate or needs_probe or needs_force):
         return budget_mode or "one-pass"
     folder.set_status("running", budget_mode=budget_mode, done=len(done), latency_scope=scope)
     session = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "provenance": provenance.collect()}
@@ -497,6 +508,11 @@ def _engine_session(plan: RunPlan, folder: RunFolder, budget_mode: str | None) -
                 done = {r["request_id"] for r in read_records(folder.requests_file)}
                 extra = [s for s in plan.request_specs(budget_mode or "one-pass") if s.request_id not in done]
                 deltas.append(_measure(client, server, plan, folder.requests_file, extra))
+        if plan.force_answer_tokens:  # after every budget's tokens are final (one-pass or separate)
+            forced_file = folder.path / budget_forcing.FORCED_FILE
+            session["forced_requests_run"] = budget_forcing.run_forcing(
+                client, server.base_url, plan, read_records(folder.requests_file), forced_file,
+                {r["request_id"] for r in read_records(forced_file)})
         session["requests_run"] = len(missing)
         session["energy"] = [{k: d.get(k) for k in ENERGY_KEYS} for d in deltas]
         session["counters"] = {k: sum(d.get(k, 0.0) for d in deltas) for d in deltas for k in d
@@ -506,8 +522,20 @@ def _engine_session(plan: RunPlan, folder: RunFolder, budget_mode: str | None) -
     return budget_mode or "one-pass"
 
 
-def _rows(plan: RunPlan, records: list[dict], hardware_label: str, engine_version: str | None) -> pd.DataFrame:
-    """Per request x budget rows: timings at that budget, the text cut there, its grades."""
+def _forcing_pending(plan: RunPlan, folder: RunFolder, records: list[dict]) -> bool:
+    """Whether some budget-forcing continuation of the requests on disk is not on disk yet."""
+    tokenizer = load_tokenizer(plan.source)
+    prompts = {p.unique_id: tokenizer(plan.model.prompt(p.problem), add_special_tokens=False)["input_ids"]
+               for p in plan.problems.problems}
+    done = {r["request_id"] for r in read_records(folder.path / budget_forcing.FORCED_FILE)}
+    return bool(budget_forcing.forced_specs(records, plan.budgets, prompts, plan.model, tokenizer,
+                                            plan.force_answer_tokens, done))
+
+
+def _rows(plan: RunPlan, records: list[dict], hardware_label: str, engine_version: str | None,
+          forced: dict[str, dict] | None = None) -> pd.DataFrame:
+    """Per request x budget rows: timings at that budget, the text cut there, its grades (and,
+    under budget forcing, the forced answer's tokens, seconds and grades)."""
     tokenizer = load_tokenizer(plan.source)
     by_sample: dict[tuple[str, int], list[dict]] = defaultdict(list)
     for record in records:
@@ -549,6 +577,12 @@ def _rows(plan: RunPlan, records: list[dict], hardware_label: str, engine_versio
                     row.update(strict_correct=grade.strict_correct, lenient_correct=grade.lenient_correct,
                                reasoning_finished=grade.reasoning_finished, strict_answer=grade.strict_answer,
                                grade_status=grade.status)
+                if forced is not None:
+                    row.update(budget_forcing.forced_columns(
+                        budget, record, forced.get(budget_forcing.forced_request_id(record["request_id"], budget)),
+                        tokenizer, plan.model, None if plan.system_only else
+                        lambda text, gold_answer=gold[problem_id]: grader.grade(
+                            GradeItem(text, gold_answer, plan.model.reasoning_end))))
                 rows.append(row)
     return pd.DataFrame(rows)
 
@@ -572,7 +606,8 @@ def step_table(plan: RunPlan, records: list[dict], probes: list[dict]) -> pd.Dat
 
 # What a predicted row takes from the batched pass: the tokens' facts and their grades.
 TOKEN_COLUMNS = ("prompt_tokens", "output_tokens", "hit_budget", "finish_reason", "strict_correct",
-                 "lenient_correct", "reasoning_finished", "strict_answer", "grade_status")
+                 "lenient_correct", "reasoning_finished", "strict_answer", "grade_status",
+                 *(c for c in budget_forcing.FORCED_COLUMNS if c != "forced_latency_s"))
 
 
 def predicted_rows(plan: RunPlan, folder: RunFolder, measured: pd.DataFrame) -> pd.DataFrame:
@@ -612,7 +647,9 @@ def predicted_rows(plan: RunPlan, folder: RunFolder, measured: pd.DataFrame) -> 
                          "e2e_latency_s": e2e, "ttft_s": ttft, "tpot_s": time_per_output_token(e2e, ttft, tokens),
                          "tokens_per_s": tokens / e2e if e2e else float("nan"),
                          "cost_gpu_s_per_token": cost_per_token(plan.tensor_parallel_size, e2e, tokens),
-                         "energy_j": float("nan"), "latency_source": "predicted"})
+                         "energy_j": float("nan"), "latency_source": "predicted",
+                         # a batched continuation's time is no latency-mode time
+                         **({"forced_latency_s": float("nan")} if "forced_latency_s" in measured else {})})
     return pd.DataFrame(rows)[list(measured.columns)] if rows else pd.DataFrame()
 
 
@@ -623,7 +660,10 @@ def finalize(plan: RunPlan, folder: RunFolder, budget_mode: str) -> None:
     hardware = detect()
     label = hardware.describe().split(";")[0]
     engine_version = segments[-1].get("engine_version") if segments else None
-    rows = _rows(plan, records, label, engine_version)
+    forced = None
+    if plan.force_answer_tokens:
+        forced = {r["request_id"]: r for r in read_records(folder.path / budget_forcing.FORCED_FILE)}
+    rows = _rows(plan, records, label, engine_version, forced)
     rows["latency_source"] = "measured"
     every_problem, scope = latency_scope(plan, folder)
     if not every_problem:
@@ -631,8 +671,12 @@ def finalize(plan: RunPlan, folder: RunFolder, budget_mode: str) -> None:
         if predicted.empty:
             scope = f"{len(plan.latency_subset)} problems measured; no step model for this acceptance, none predicted"
         rows = pd.concat([rows, predicted], ignore_index=True)
-    summary = summarise(rows, ["study", "run_name", "model", "method", "acceptance", "tensor_parallel_size",
-                               "system_only", "hardware", "budget_tokens"])
+    keys = ["study", "run_name", "model", "method", "acceptance", "tensor_parallel_size", "system_only", "hardware",
+            "budget_tokens"]
+    summary = summarise(rows, keys)
+    if forced is not None:  # accuracy under forcing beside the cut's, and what forcing cost
+        summary = summary.merge(budget_forcing.summary_columns(rows, keys), on=keys, how="left")
+        summary["budget_rule"] = "force"
     counters: dict[str, float] = defaultdict(float)
     for segment in segments:
         for name, value in segment.get("counters", {}).items():
@@ -698,6 +742,8 @@ def _record_failure(plan: RunPlan, error: BaseException) -> None:
 def run_sweep(config: StudyConfig, notebook: str, only: str = "") -> pd.DataFrame:
     """Plan and run a notebook's sweep; returns one row per run (name, outcome, seconds).
     ``only``: run just the plans whose run name contains it (the CLI's ``--only``)."""
+    if not config.dry_run:
+        vllm_compat.require(config)  # a vLLM without what this study uses stops here, not an hour in
     plans, skipped = plan_runs(config, notebook)
     if only:
         plans = [plan for plan in plans if only in plan.run_name]
