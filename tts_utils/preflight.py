@@ -1,0 +1,92 @@
+"""Every input of a study checked before the first notebook or engine: the chain fails in seconds.
+
+``check_inputs`` reads what a study will read later and refuses it now, with the one-line
+``ConfigError`` the later step would give: each ``trace_sets`` entry (the file or run folder, its
+model key, and, with ``deep``, every trace as 03_spec will check it: counts, context, duplicates,
+the model the file names), the tokenizer the traces are read with (a missing folder, or a hub id
+while the hub is unreachable and the id is not cached: said at once, naming ``trace_tokenizer``),
+and the dataset (a file is read; ``hub`` needs the hub). The profile itself is checked when read
+(config.read_profile: an empty file is an error). Used by pipeline.py (check, reproduce, run) and
+sweep.py (every sweep, dry runs included).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tts_utils.config import ConfigError, StudyConfig
+from tts_utils.models import MODELS
+
+TOKENIZER_HINT = "give a local tokenizer folder with trace_tokenizer (--set trace_tokenizer=DIR)"
+
+
+def trace_entries(config: StudyConfig) -> list[tuple[str, str]]:
+    """(model key, path) of each ``trace_sets`` entry: ``PATH`` (for the study's only model) or
+    ``MODEL=PATH``."""
+    pairs = []
+    for entry in config.trace_sets:
+        key, sep, path = entry.partition("=")
+        if not sep or os.sep in key:  # a path that holds "=" further on is still a path
+            if len(config.model_keys) != 1:
+                raise ConfigError(f"trace set {entry!r}: name its model as MODEL=PATH (the study has several)")
+            key, path = config.model_keys[0], entry
+        key, path = key.strip(), path.strip()
+        if key not in MODELS:
+            raise ConfigError(f"trace set {entry!r}: unknown model {key!r}; known: {', '.join(MODELS)}")
+        pairs.append((key, path))
+    return pairs
+
+
+def check_trace_path(path: str) -> Path:
+    """A trace set's file or run folder exists and can be read (no tokenizer needed)."""
+    target = Path(path).expanduser()
+    if not target.exists():
+        raise ConfigError(f"trace set not found: {target.resolve()}")
+    if target.is_dir():
+        if not (target / "requests.jsonl").exists():
+            raise ConfigError(f"trace set {target} is a folder but not a run folder (no requests.jsonl)")
+        target = target / "requests.jsonl"
+    elif not (target.name.endswith(".jsonl") or target.name.endswith(".jsonl.gz")):
+        raise ConfigError(f"trace set {target}: expected a .jsonl or .jsonl.gz file, or one of the kit's run folders")
+    if not os.access(target, os.R_OK):
+        raise ConfigError(f"trace set {target}: permission denied")
+    return target
+
+
+def check_dataset(dataset: str) -> None:
+    """A dataset file is read and checked now; ``hub`` needs the hub (``auto`` falls back, loudly)."""
+    from tts_utils.data import HUB_DATASET, hub_reachable, load_problems
+
+    if dataset == "hub":
+        if not hub_reachable():
+            raise ConfigError(f"dataset hub: {HUB_DATASET} is unreachable from here; give MATH500 as a file "
+                              "(dataset: PATH) or use dataset: auto (falls back to the built-in problems)")
+        return
+    if dataset not in {"auto", "builtin"}:
+        load_problems(dataset, 0, 0)
+
+
+def check_inputs(config: StudyConfig, deep: bool = True) -> list[str]:
+    """Check the study's inputs (module docstring); returns notes to show (token-count exceptions
+    of the trace sets, missing model evidence). Raises ConfigError."""
+    from tts_utils.model_source import ModelSource, check_tokenizer_reachable, resolve
+    from tts_utils.models import get_model
+
+    check_dataset(config.dataset)
+    entries = trace_entries(config)
+    for _, path in entries:
+        check_trace_path(path)
+    notes = []
+    for key, path in entries:
+        model = get_model(key)
+        source = resolve(model, config.load_format)
+        if config.trace_tokenizer:
+            source = ModelSource(source.engine_path, config.trace_tokenizer, source.identity, source.max_context)
+        check_tokenizer_reachable(source.tokenizer_path, TOKENIZER_HINT)
+        if deep:
+            from tts_utils.traces import load_trace_set
+
+            trace_set = load_trace_set(path, model, source, config.dataset)
+            notes += [f"{trace_set.name}: {note}" for note in trace_set.notes]
+    return notes
