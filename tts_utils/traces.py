@@ -250,23 +250,21 @@ def _ended_by_count(record: dict, recorded: int | None, text_tokens: int) -> boo
 
 def _open_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, line) of a JSON Lines file, plain or gzip, streamed; unreadable files and
-    bytes that are not UTF-8 are one-line errors."""
+    bytes that are not UTF-8 are one-line errors naming the line."""
     opener = gzip.open if path.name.endswith(".gz") else open
+    number = 0
     try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            number = 0
-            try:
-                for number, line in enumerate(handle, 1):
-                    yield number, line
-            except UnicodeDecodeError as error:
-                raise ConfigError(f"{path} line {number + 1}: not UTF-8 text ({error.reason} at byte "
-                                  f"{error.start})") from None
-            except (gzip.BadGzipFile, EOFError, OSError) as error:
-                raise ConfigError(f"{path} line {number + 1}: unreadable ({error})") from None
+        with opener(path, "rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                try:
+                    yield number, raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise ConfigError(f"{path} line {number}: not UTF-8 text ({error.reason} at byte "
+                                      f"{error.start} of the line)") from None
     except PermissionError:
         raise ConfigError(f"{path}: permission denied (cannot read the trace file)") from None
-    except (gzip.BadGzipFile, IsADirectoryError) as error:
-        raise ConfigError(f"{path}: unreadable ({error})") from None
+    except (gzip.BadGzipFile, EOFError, OSError) as error:
+        raise ConfigError(f"{path} line {number + 1}: unreadable ({error})") from None
 
 
 def _records(path: Path) -> Iterator[tuple[str, dict]]:
