@@ -204,7 +204,7 @@ def checked_step_files(study: str) -> list[Path]:
         try:
             files.append(RunFolder(path.parent).checked("steps.csv"))
         except CorruptResultError as error:
-            print(f"!! excluded {path}: {error}")
+            print(f"!! excluded {error}")
     return files
 
 
