@@ -211,3 +211,34 @@ def test_kit_killed_mid_run_leaves_no_engine_and_no_half_record(math500_path) ->
     ids = [r["request_id"] for r in read_records(folder.requests_file)]
     print(f"\nkit SIGKILL: engine gone after {seconds:.1f} s; {kept} requests kept; resume: {outcome['outcome'][0]}")
     assert len(ids) == len(set(ids)) == 6 and folder.is_complete()
+
+
+def test_changed_files_are_re_derived_and_a_corrupt_run_does_not_stop_the_others(math500_path) -> None:
+    """A finished run whose steps.csv (or results) no longer match their checksums is derived again
+    from requests.jsonl without an engine; one whose requests.jsonl is corrupt gets its failure.json
+    while the sweep goes on to the next run."""
+    from tts_utils.stepcost import checked_step_files
+
+    config = StudyConfig.create(study="rederive", dataset=str(math500_path), num_problems=2, budgets=[16, 32],
+                                batch_concurrency=2, cpu_kv_cache_gib=1)
+    run_sweep(config, "01_greedy")
+    batched, latency = (plan.folder() for plan in plan_runs(config, "01_greedy")[0])
+    sessions = len(latency.segments())
+    steps = latency.steps_file.read_text()
+    latency.steps_file.write_text(steps.replace(",0.", ",9.", 1))  # one changed number
+    assert checked_step_files("rederive") == []
+    outcome = run_sweep(config, "01_greedy").set_index("run_name")["outcome"]
+    assert outcome[latency.path.name] == "re-derived (files did not match their checksums)"
+    assert len(latency.segments()) == sessions and latency.steps_file.read_text() == steps  # no engine ran
+    assert checked_step_files("rederive") == [latency.steps_file]
+
+    lines = batched.requests_file.read_text().splitlines(keepends=True)
+    batched.requests_file.write_text(lines[0].replace('"token_ids":[', '"token_ids":[7,', 1) + "".join(lines[1:]))
+    with open(batched.results_file, "a") as out:
+        out.write("garbage\n")
+    latency.summary_file.write_text(latency.summary_file.read_text() + "\n")
+    with pytest.raises(SweepError, match=rf"1 of 2 runs failed: {batched.path.name}: .*requests.jsonl line 1"):
+        run_sweep(config, "01_greedy")
+    failure = json.loads(batched.failure_file.read_text())
+    assert failure["type"] == "CorruptResultError" and "move the run folder" in failure["error"]
+    assert latency.is_complete()  # the run after the corrupt one was still re-derived

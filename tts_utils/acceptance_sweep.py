@@ -31,7 +31,15 @@ from tts_utils.intervals import interval
 from tts_utils.models import get_model
 from tts_utils.paths import acceptance_dir
 from tts_utils.runner import RequestSpec, counter_delta, make_client, read_counters, stream_one
-from tts_utils.store import append_record, atomic_write_json, read_json, read_records, study_lock
+from tts_utils.store import (
+    CorruptResultError,
+    StudyLockedError,
+    append_record,
+    atomic_write_json,
+    read_json,
+    read_records,
+    study_lock,
+)
 
 EXTENSION = "tts_utils.worker_ext.SyntheticAcceptance"
 # What the sweep's runs are named by; a count of requests per length other than 1 (the first
@@ -171,7 +179,13 @@ def curves(study: str) -> pd.DataFrame:
         meta = read_json(folder)
         identity = meta["identity"]
         speculative = identity["engine"]["speculative"]
-        for point in read_records(folder.parent / "points.jsonl"):
+        try:
+            points = read_records(folder.parent / "points.jsonl")  # each point carries its checksum
+        except CorruptResultError as error:
+            print(f"!! excluded break-even sweep {folder.parent.name}: {error}; move the file away and re-run "
+                  "the sweep to measure its lengths again")
+            continue
+        for point in points:
             requests = pd.DataFrame(point["requests"]).assign(num_gpus=1)  # seconds per token, not GPU-seconds
             per_token = interval(requests, "cost_gpu_s_per_token")
             rows.append({"run_name": meta["run_name"], "model": identity["model"], "method": identity["method"],
@@ -290,16 +304,14 @@ def study_break_even(frame: pd.DataFrame, summary: pd.DataFrame, replays: pd.Dat
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tts_utils.acceptance_sweep [--profile P] [--set k=v]``: the sweep without Jupyter."""
-    import sys
-
+    from tts_utils.cli import fail
     from tts_utils.pipeline import study_config, study_parser
 
     args = study_parser("python -m tts_utils.acceptance_sweep", main.__doc__).parse_args(argv)
     try:
         print(run_sweeps(study_config(args)).to_string(index=False))
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (ConfigError, StudyLockedError, CorruptResultError) as error:
+        return fail(error)
     return 0
 
 

@@ -26,6 +26,7 @@ MAX_SPEC_TOKENS = 16
 FLOAT_LISTS = {"acceptance_lengths"}
 # cut: grade the output as the budget cut it; force: end the thinking there and let the model answer.
 BUDGET_MODES = ("cut", "force")
+PATH_LISTS = {"trace_sets"}
 
 
 class ConfigError(ValueError):
@@ -273,7 +274,10 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     """Check one value against its default's type; lists become tuples."""
     if isinstance(default, tuple):
         if isinstance(value, str):
-            value = [part for part in value.replace(",", " ").split() if part]
+            # Paths may hold spaces: trace sets are split at commas and line breaks only.
+            text = value.replace(",", "\n")
+            parts = text.split("\n") if name in PATH_LISTS else text.split()
+            value = [part.strip() for part in parts if part.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name} must be a list, got {value!r}")
         inner = int if name in {"budgets", "tp_sizes", "trace_budgets"} else str
@@ -321,13 +325,20 @@ def read_profile(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"profile not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"profile {path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except OSError as error:
+        raise ConfigError(f"profile {path}: cannot read it ({error.strerror or error})") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"malformed YAML in {path}{where}: {getattr(error, 'problem', error)}") from None
     if data is None:
-        return {}
+        # An empty profile would silently mean every default (study smoke): almost never meant.
+        raise ConfigError(f"profile {path} is empty; give parameters (e.g. 'study: NAME'), or use --profile smoke")
     if not isinstance(data, dict):
         raise ConfigError(f"profile {path} must be a mapping of parameter names to values")
     check_known_keys(data, source=str(path))

@@ -72,13 +72,18 @@ def _records_from_file(path: Path) -> list[dict]:
     if path.suffix != ".jsonl":
         raise ConfigError(f"dataset file must be .jsonl or .parquet, got {path}")
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise ConfigError(f"dataset file {path} line {number} is not JSON: {error.msg}") from None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"dataset file {path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except OSError as error:
+        raise ConfigError(f"dataset file {path}: cannot read it ({error.strerror or error})") from None
+    for number, line in enumerate(text.split("\n"), 1):  # not splitlines: JSON text may hold U+2028
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ConfigError(f"dataset file {path} line {number} is not JSON: {error.msg}") from None
     return records
 
 

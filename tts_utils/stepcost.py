@@ -13,6 +13,7 @@ tokens per step at which speculation pays off. Used by sweep.py (steps.csv per r
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -192,6 +193,21 @@ def summarise_predictions(per_trace: pd.DataFrame) -> pd.DataFrame:
     return summary
 
 
+def checked_step_files(study: str) -> list[Path]:
+    """The study's steps.csv files that match the checksums their runs recorded; one that does not
+    is left out and said so (one changed byte can move a fitted step cost twofold)."""
+    from tts_utils.paths import study_dir
+    from tts_utils.store import CorruptResultError, RunFolder
+
+    files = []
+    for path in sorted(study_dir(study).glob("*/steps.csv")):
+        try:
+            files.append(RunFolder(path.parent).checked("steps.csv"))
+        except CorruptResultError as error:
+            print(f"!! excluded {error}")
+    return files
+
+
 def study_predictions(study: str, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """04_analysis: fitted step costs, their validation, and latency at real-trace acceptance.
 
@@ -200,10 +216,9 @@ def study_predictions(study: str, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.
     steps (no-draft steps included) and the fitted costs. Returns (costs, validation, per-trace
     predictions); ``summarise_predictions`` gives the table.
     """
-    from tts_utils.paths import study_dir
     from tts_utils.replay import load_replay_steps, load_replays
 
-    files = sorted(study_dir(study).glob("*/steps.csv"))
+    files = checked_step_files(study)
     if not files or rows.empty:
         return pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
     steps = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)

@@ -175,19 +175,48 @@ class RunFolder:
         atomic_write_json(self.status_file, {**{k: v for k, v in self.status().items()
                                                 if k not in {"error"}}, "state": state, **extra})
 
-    def is_complete(self) -> bool:
-        """Complete and its derived files match the checksums recorded when it finished."""
-        status = self.status()
-        if status.get("state") != "complete":
-            return False
-        for name in ("results.csv", "summary.csv"):
+    def mismatches(self, names: tuple[str, ...] | None = None) -> list[str]:
+        """Files that no longer match the checksums status.json recorded when the run finished,
+        each with why; ``names`` limits the check (default: every file recorded). results.csv and
+        summary.csv are always recorded; older runs recorded no others, and are not held to them."""
+        recorded = self.status().get("sha256", {})
+        problems = []
+        for name in names or tuple(recorded) or DERIVED_FILES:
+            if name not in recorded and name not in DERIVED_FILES:
+                continue
             target = self.path / name
-            if not target.exists() or file_sha256(target) != status.get("sha256", {}).get(name):
-                return False
-        return True
+            if not target.exists():
+                problems.append(f"{target}: missing")
+            elif file_sha256(target) != recorded.get(name):
+                problems.append(f"{target}: checksum does not match status.json (edited or corrupted)")
+        return problems
+
+    def is_complete(self, names: tuple[str, ...] | None = None) -> bool:
+        """Complete and its files match the checksums recorded when it finished (see ``mismatches``)."""
+        return self.status().get("state") == "complete" and not self.mismatches(names)
+
+    def checked(self, name: str) -> Path:
+        """The path of one of the run's files, verified against its recorded checksum; a mismatch is
+        a ``CorruptResultError`` that names the file and what repairs it."""
+        problems = self.mismatches((name,))
+        if problems:
+            raise CorruptResultError(f"{problems[0]}; {REPAIR_ADVICE}")
+        return self.path / name
 
     def segments(self) -> list[dict]:
         return read_records(self.segments_file)
+
+
+# Checksummed at the end of every run (status.json); results.csv and summary.csv by every version.
+DERIVED_FILES = ("results.csv", "summary.csv")
+CHECKSUMMED_FILES = ("results.csv", "summary.csv", "steps.csv", "requests.jsonl", "probe.jsonl")
+REPAIR_ADVICE = ("re-running the sweep (make reproduce, or notebooks 01-03) derives it again from requests.jsonl, "
+                 "without an engine")
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    """sha256 of each of a finished run's files that exists (status.json records them)."""
+    return {name: file_sha256(folder / name) for name in CHECKSUMMED_FILES if (folder / name).exists()}
 
 
 @contextmanager
@@ -243,8 +272,9 @@ def load_study(study: str) -> StudyResults:
             if state != "complete":
                 excluded.append((str(run_dir), f"run is {state}, not complete"))
                 continue
-            if not run.is_complete():
-                raise CorruptResultError(f"{run.results_file}: checksum does not match status.json")
+            problems = run.mismatches(DERIVED_FILES)
+            if problems:
+                raise CorruptResultError(f"{problems[0]}; {REPAIR_ADVICE}")
             meta = read_json(run.run_file)
             runs.append({"run_name": run_dir.name, **meta["identity"], "budget_mode": run.status().get("budget_mode"),
                          "batch_check": run.status().get("batch_check"),
@@ -263,3 +293,19 @@ def load_study(study: str) -> StudyResults:
         excluded=excluded,
         batched=pd.concat(batched, ignore_index=True) if batched else pd.DataFrame(),
     )
+
+
+def no_runs_reason(results: StudyResults, study: str) -> str:
+    """Why a study has nothing to analyse, and what repairs it (04_analysis's first check)."""
+    if not results.excluded:
+        return f"no complete runs in study {study!r}: run 01-03 first"
+    corrupt = [(Path(path).name, reason) for path, reason in results.excluded
+               if "checksum" in reason or "missing" in reason or "unreadable" in reason]
+    if corrupt:
+        name, reason = corrupt[0]
+        return (f"every run of study {study!r} was left out: {len(corrupt)} of {len(results.excluded)} fail their "
+                f"checksums (first: {name}: {reason.split('; ')[0]}); {REPAIR_ADVICE}")
+    name, reason = results.excluded[0]
+    return (f"no complete runs in study {study!r}: {len(results.excluded)} left out (first: {name}: {reason}); "
+            "re-running 01-03 resumes them")
+

@@ -38,6 +38,7 @@ from tts_utils.metrics import (
 from tts_utils.model_source import ModelSource, eagle3_head, load_model_config, load_tokenizer, resolve
 from tts_utils.models import ModelSpec, get_model
 from tts_utils.paths import study_dir
+from tts_utils.preflight import check_inputs
 from tts_utils.progress import progress
 from tts_utils.runner import (
     RequestSpec,
@@ -49,11 +50,13 @@ from tts_utils.runner import (
     stream_one,
 )
 from tts_utils.store import (
+    CorruptResultError,
     RunFolder,
+    StudyLockedError,
     append_record,
     atomic_write_json,
     atomic_write_text,
-    file_sha256,
+    checksums,
     read_json,
     read_records,
     study_lock,
@@ -707,9 +710,8 @@ def finalize(plan: RunPlan, folder: RunFolder, budget_mode: str) -> None:
         atomic_write_text(folder.steps_file,
                           step_table(plan, records, read_records(folder.probe_file)).to_csv(index=False))
     atomic_write_text(folder.summary_file, summary.to_csv(index=False))
-    folder.set_status("complete", budget_mode=budget_mode, done=len(records),
-                      sha256={"results.csv": file_sha256(folder.results_file),
-                              "summary.csv": file_sha256(folder.summary_file)})
+    # Every file that feeds a number, checksummed: a later edit is found on read (store.RunFolder.mismatches).
+    folder.set_status("complete", budget_mode=budget_mode, done=len(records), sha256=checksums(folder.path))
 
 
 def execute(plan: RunPlan) -> str:
@@ -717,21 +719,33 @@ def execute(plan: RunPlan) -> str:
     folder = plan.folder()
     if folder.is_complete():
         return "skipped (complete)"
+    changed = folder.mismatches() if folder.status().get("state") == "complete" else []
+    if changed:
+        print(f"!! {plan.run_name}: {'; '.join(changed)}; deriving its results again")
     folder.path.mkdir(parents=True, exist_ok=True)
     if not folder.run_file.exists():
         atomic_write_json(folder.run_file, {"identity": plan.identity(), "run_name": plan.run_name,
                                             "created_by": provenance.collect()})
     status = folder.status()
-    budget_mode = _engine_session(plan, folder, status.get("budget_mode"))
+    try:
+        budget_mode = _engine_session(plan, folder, status.get("budget_mode"))
+    except CorruptResultError as error:
+        raise CorruptResultError(f"{error}; finished requests cannot be trusted past it: move the run folder "
+                                 f"{folder.path} away to measure the run again") from None
     finalize(plan, folder, budget_mode)
     folder.failure_file.unlink(missing_ok=True)
+    if changed:
+        return "re-derived (files did not match their checksums)"
     return "resumed and completed" if status.get("state") in {"running", "incomplete"} else "completed"
 
 
 def _record_failure(plan: RunPlan, error: BaseException) -> None:
     folder = plan.folder()
     folder.path.mkdir(parents=True, exist_ok=True)
-    done = len(read_records(folder.requests_file)) if folder.requests_file.exists() else 0
+    try:
+        done = len(read_records(folder.requests_file)) if folder.requests_file.exists() else 0
+    except CorruptResultError:  # the failure may be this very file: record it, do not fail again
+        done = None
     folder.set_status("incomplete", done=done, error=f"{type(error).__name__}: {error}".splitlines()[0])
     tail = folder.engine_log.read_text(errors="replace").splitlines()[-60:] if folder.engine_log.exists() else []
     atomic_write_json(folder.failure_file, {"error": str(error), "type": type(error).__name__,
@@ -744,6 +758,7 @@ def run_sweep(config: StudyConfig, notebook: str, only: str = "") -> pd.DataFram
     ``only``: run just the plans whose run name contains it (the CLI's ``--only``)."""
     if not config.dry_run:
         vllm_compat.require(config)  # a vLLM without what this study uses stops here, not an hour in
+    check_inputs(config, deep=False)  # trace sets and dataset: the chain's later steps fail now, not there
     plans, skipped = plan_runs(config, notebook)
     if only:
         plans = [plan for plan in plans if only in plan.run_name]
@@ -798,6 +813,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m tts_utils.sweep 01_greedy [--profile P] [--set k=v]``: a sweep without Jupyter."""
     import sys
 
+    from tts_utils.cli import fail
     from tts_utils.pipeline import study_config, study_parser
 
     parser = study_parser("python -m tts_utils.sweep", main.__doc__)
@@ -806,9 +822,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         print(run_sweep(study_config(args), args.notebook, args.only).to_string(index=False))
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (ConfigError, StudyLockedError, CorruptResultError) as error:
+        return fail(error)
     except SweepError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -1,36 +1,68 @@
-"""Trace sets: real reasoning outputs to replay, as token ids, checked before anything runs.
+"""Trace sets: real reasoning outputs to replay, as token ids, checked against what they claim
+before anything runs.
 
 A trace set is one model's outputs on known problems: per trace the prompt ids, the output ids,
 whether the output ended by itself (end-of-sequence) or at a length cap, and the gold answer. It
 is read from any of:
 
-* a JSON Lines file with the output as text (``output`` or ``full_response``) or as token ids
-  (``output_ids``), the problem (``problem``; ``unique_id`` when present, else matched to the
-  dataset by its text) and the gold answer (``answer`` or ``ground_truth``); optional ``model`` or
-  ``model_name``, ``temperature``, ``finish_reason``, ``prompt_ids``;
+* a JSON Lines file (``.jsonl``, or gzip-compressed ``.jsonl.gz``) with the output as text
+  (``output`` or ``full_response``) or as token ids (``output_ids``), the problem (``problem``;
+  ``unique_id`` when present, else matched to the dataset by its text) and the gold answer
+  (``answer`` or ``ground_truth``); optional ``model`` or ``model_name``, ``temperature``,
+  ``finish_reason``, ``prompt_ids``, a recorded token count (``output_tokens`` or
+  ``total_generated_tokens``) and a repetition index (``sample_index``, ``repetition`` or
+  ``sample``) when a problem appears more than once;
 * one of the kit's own run folders (``requests.jsonl`` holds the generated token ids), so a real
   greedy run can be replayed.
 
-Every problem is a one-line ``ConfigError`` naming the file and line: a missing field, a problem
-not in the dataset, an output longer than the model's context, token ids outside the tokenizer's
-vocabulary, a trace set that declares another model. Used by replay.py (03_spec, the replay CLI).
+The file is read twice, streamed line by line (memory bounded by the longest trace, not the file):
+``load_trace_set`` checks every line, and ``TraceSet.traces`` reads them again for the replay.
+Checked (each failure a one-line ``ConfigError`` naming the file and line):
+
+* fields, problems in the dataset, token ids inside the tokenizer's vocabulary;
+* prompt + output within the model's context (its shape's ``max_position_embeddings``);
+* no problem twice, unless a repetition index tells the lines apart;
+* the recorded token count against the re-tokenized output: a trace that ended by itself counts
+  its text plus the end-of-sequence token, one cut at a length cap its text alone (without a
+  ``finish_reason`` either is taken). A trace may be off by up to ``TOKEN_TOLERANCE`` tokens (a
+  sampled, non-canonical tokenization re-tokenizes shorter) and is then reported in
+  ``TraceSet.notes``; more than that, or off at all in more than ``MISMATCH_SHARE`` of the traces,
+  means the tokenizer is not the one that wrote the traces, and the set is refused;
+* the model: a ``model`` field, or a run folder's identity, must name the model given; with
+  neither, a size in the file name (``...-7b...``) must be the model's size, and a set with no
+  evidence at all is accepted with a loud note (the tokens of 1.5B and 7B traces of one family
+  cannot tell them apart).
+
+Used by replay.py (03_spec, the replay CLI) and preflight.py.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tts_utils.config import ConfigError
-from tts_utils.data import Problem, load_problems
-from tts_utils.model_source import ModelSource, load_tokenizer
+from tts_utils.data import Problem, load_problems, resolve_source
+from tts_utils.model_source import ModelSource, load_tokenizer, shape_context
 from tts_utils.models import ModelSpec
 
 TEXT_FIELDS = ("output", "full_response")
 GOLD_FIELDS = ("answer", "ground_truth")
 MODEL_FIELDS = ("model", "model_name")
+COUNT_FIELDS = ("output_tokens", "total_generated_tokens")
+REPETITION_FIELDS = ("sample_index", "repetition", "sample")
+# Recorded vs re-tokenized output length: the shipped traces are off by 1..6 tokens in 3 of 100
+# (../shared/data/traces/README.md); a wrong tokenizer is off by hundreds in every trace.
+TOKEN_TOLERANCE = 8
+MISMATCH_SHARE = 0.05
+# Files above this size show progress while they are checked.
+LONG_FILE_BYTES = 20 * 2**20
+_SIZE = re.compile(r"(?<![0-9a-z.])(\d+(?:\.\d+)?)b(?![a-z0-9])")
 
 
 @dataclass(frozen=True)
@@ -44,19 +76,35 @@ class Trace:
     gold: str
 
 
+class _Traces:
+    """The traces of a set, read again from their file on every pass (one trace in memory at a time)."""
+
+    def __init__(self, read: Callable[[], Iterator[Trace]], count: int) -> None:
+        self._read, self._count = read, count
+
+    def __iter__(self) -> Iterator[Trace]:
+        return self._read()
+
+    def __len__(self) -> int:
+        return self._count
+
+
 @dataclass(frozen=True)
 class TraceSet:
-    """Traces of one model, with where they came from."""
+    """Traces of one model, with where they came from and what the checks found."""
 
     source: str
     model: str
     sampling: dict
-    traces: tuple[Trace, ...]
+    traces: _Traces = field(compare=False, repr=False)
     fingerprint: str = field(default="")
+    notes: tuple[str, ...] = ()  # token-count exceptions within tolerance, missing model evidence
 
     @property
     def name(self) -> str:
         path = Path(self.source)
+        if path.name.endswith(".gz"):
+            path = path.with_suffix("")
         return path.name if path.suffix else path.name.rsplit("-", 1)[0]
 
 
@@ -75,6 +123,25 @@ def _check_model(declared: str | None, model: ModelSpec, where: str) -> None:
         raise ConfigError(f"{where}: trace set is for {declared!r}, not model {model.key!r} ({model.hf_id})")
 
 
+def _model_size(key: str) -> str | None:
+    found = _SIZE.findall(key.lower().split("-")[-1])
+    return found[0] if found else None
+
+
+def name_evidence(path: Path, model: ModelSpec) -> str | None:
+    """What a trace file's name says about its model: ``None`` when it names no size, else the
+    size it names; a size other than the model's is a ``ConfigError``."""
+    sizes = set(_SIZE.findall(path.name.lower()))
+    own = _model_size(model.key)
+    if not sizes or own is None:
+        return None
+    if own not in sizes:
+        raise ConfigError(f"{path}: the file name says {'/'.join(sorted(s + 'b' for s in sizes))}, not model "
+                          f"{model.key!r}; traces of one model replayed as another give the other's numbers "
+                          "(rename the file if its name is wrong)")
+    return own + "b"
+
+
 def _check_ids(ids: list, vocab_size: int, where: str, what: str) -> tuple[int, ...]:
     if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise ConfigError(f"{where}: {what} must be a list of integers")
@@ -90,11 +157,13 @@ class _Reader:
 
     def __init__(self, model: ModelSpec, source: ModelSource, dataset: str) -> None:
         self.model = model
-        self.tokenizer = load_tokenizer(source)
+        self.tokenizer_path = source.tokenizer_path
+        self.tokenizer = load_tokenizer(source, hint="give the traces' tokenizer folder with --tokenizer "
+                                                     "(replay CLI) or trace_tokenizer (studies)")
         self.tokenizer.model_max_length = 10**9  # long traces are checked against the model's context below
         self.vocab_size = len(self.tokenizer)
         self.eos_id = self.tokenizer.eos_token_id
-        self.context = source.max_context
+        self.context = source.max_context or shape_context(model)
         self.dataset = dataset
         self._index: tuple[dict, dict] | None = None
 
@@ -102,6 +171,13 @@ class _Reader:
         if self._index is None:
             self._index = _problem_index(load_problems(self.dataset, 0, 0).problems)
         return self._index
+
+    def dataset_label(self) -> str:
+        resolved = resolve_source(self.dataset)
+        if self.dataset == "auto" and resolved == "builtin":
+            return ("dataset auto, which fell back to the kit's built-in problems (the hub is unreachable): "
+                    "give MATH500 as a file (--dataset FILE, or dataset: PATH)")
+        return f"dataset {self.dataset}"
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -112,7 +188,8 @@ class _Reader:
                               f"{self.model.key}'s {self.context}-token context")
 
 
-def _trace_from_record(reader: _Reader, record: dict, where: str) -> Trace:
+def _trace_from_record(reader: _Reader, record: dict, where: str) -> tuple[Trace, int | None]:
+    """One trace, and how far its recorded token count is off the re-tokenized output (None: no count)."""
     by_id, by_text = reader.index()
     problem_text = record.get("problem")
     unique_id = record.get("unique_id")
@@ -120,65 +197,108 @@ def _trace_from_record(reader: _Reader, record: dict, where: str) -> Trace:
         raise ConfigError(f"{where}: missing field 'problem' (or 'unique_id')")
     problem = by_id.get(unique_id) if unique_id else by_text.get(" ".join(str(problem_text).split()))
     if problem is None:
-        raise ConfigError(f"{where}: problem {unique_id or str(problem_text)[:40]!r} is not in dataset {reader.dataset}")
+        raise ConfigError(f"{where}: problem {unique_id or str(problem_text)[:40]!r} is not in {reader.dataset_label()}")
     gold = _first(record, GOLD_FIELDS) or problem.answer
     if "prompt_ids" in record:
         prompt = _check_ids(record["prompt_ids"], reader.vocab_size, where, "prompt_ids")
     else:
         prompt = tuple(reader.encode(reader.model.prompt(problem.problem)))
+    recorded = _recorded_count(record, where)
     if "output_ids" in record:
         output = _check_ids(record["output_ids"], reader.vocab_size, where, "output_ids")
         ended = bool(output) and output[-1] == reader.eos_id
+        offset = None if recorded is None else recorded - len(output)
     else:
         text = _first(record, TEXT_FIELDS)
         if text is None:
             raise ConfigError(f"{where}: missing field 'output' (or 'full_response' or 'output_ids')")
         output = tuple(reader.encode(str(text)))
-        ended = record.get("finish_reason", "stop") != "length" and _ended_by_count(record, len(output))
+        ended = record.get("finish_reason", "stop") != "length" and _ended_by_count(record, recorded, len(output))
+        offset = None if recorded is None else _count_offset(record, recorded, len(output))
         if ended and reader.eos_id is not None:
             output += (reader.eos_id,)  # the engine counts and emits the end-of-sequence token
     reader.check_context(prompt, output, where)
-    return Trace(problem.unique_id, prompt, output, ended, str(gold))
+    return Trace(problem.unique_id, prompt, output, ended, str(gold)), offset
 
 
-def _ended_by_count(record: dict, text_tokens: int) -> bool:
+def _recorded_count(record: dict, where: str) -> int | None:
+    value = _first(record, COUNT_FIELDS)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: recorded token count {value!r} is not an integer") from None
+
+
+def _count_offset(record: dict, recorded: int, text_tokens: int) -> int:
+    """Recorded count minus what the text gives: a stopped trace counts its end-of-sequence token,
+    a trace cut at the length cap does not; without a finish reason either is exact."""
+    reason = record.get("finish_reason")
+    if reason is None:
+        return 0 if recorded in (text_tokens, text_tokens + 1) else recorded - text_tokens - (recorded > text_tokens)
+    return recorded - text_tokens - (reason != "length")
+
+
+def _ended_by_count(record: dict, recorded: int | None, text_tokens: int) -> bool:
     """Without a finish reason, a recorded token count above the text's own tokens means the
     end-of-sequence token was emitted (and counted); otherwise the trace is taken as cut."""
-    recorded = record.get("output_tokens", record.get("total_generated_tokens"))
     if "finish_reason" in record:
         return True
-    return recorded not in (None, "") and int(recorded) > text_tokens
+    return recorded is not None and recorded > text_tokens
 
 
-def _read_jsonl(reader: _Reader, path: Path) -> tuple[list[Trace], str | None, float | None]:
-    traces, declared, temperature = [], None, None
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path} line {number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ConfigError(f"{where}: not JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise ConfigError(f"{where}: not a JSON object")
-            declared = _first(record, MODEL_FIELDS) or declared
-            _check_model(_first(record, MODEL_FIELDS), reader.model, where)
-            if record.get("temperature") not in (None, ""):
-                temperature = float(record["temperature"])
-            traces.append(_trace_from_record(reader, record, where))
-    return traces, declared, temperature
+def _open_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a JSON Lines file, plain or gzip, streamed; unreadable files and
+    bytes that are not UTF-8 are one-line errors naming the line."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    number = 0
+    try:
+        with opener(path, "rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                try:
+                    yield number, raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise ConfigError(f"{path} line {number}: not UTF-8 text ({error.reason} at byte "
+                                      f"{error.start} of the line)") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied (cannot read the trace file)") from None
+    except (gzip.BadGzipFile, EOFError, OSError) as error:
+        raise ConfigError(f"{path} line {number + 1}: unreadable ({error})") from None
 
 
-def _read_run_folder(reader: _Reader, folder: Path) -> tuple[list[Trace], str | None, float | None]:
-    from tts_utils.store import read_json, read_records
+def _records(path: Path) -> Iterator[tuple[str, dict]]:
+    for number, line in _open_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{where}: not JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise ConfigError(f"{where}: not a JSON object")
+        yield where, record
+
+
+def _jsonl_traces(reader: _Reader, path: Path) -> Iterator[tuple[str, dict, Trace, int | None]]:
+    for where, record in _records(path):
+        _check_model(_first(record, MODEL_FIELDS), reader.model, where)
+        trace, offset = _trace_from_record(reader, record, where)
+        yield where, record, trace, offset
+
+
+def _folder_traces(reader: _Reader, folder: Path) -> Iterator[tuple[str, dict, Trace, int | None]]:
+    from tts_utils.store import CorruptResultError, read_json, read_records
 
     identity = read_json(folder / "run.json")["identity"]
     _check_model(identity.get("model"), reader.model, str(folder / "run.json"))
     problems = {p.unique_id: p for p in load_problems(identity["problem_source"], 0, 0).problems}
-    traces = []
-    for number, record in enumerate(read_records(folder / "requests.jsonl"), 1):
+    try:
+        records = read_records(folder / "requests.jsonl")
+    except CorruptResultError as error:
+        raise ConfigError(str(error)) from None
+    for number, record in enumerate(records, 1):
         where = f"{folder / 'requests.jsonl'} line {number}"
         problem = problems.get(record["problem_id"])
         if problem is None:
@@ -189,26 +309,96 @@ def _read_run_folder(reader: _Reader, folder: Path) -> tuple[list[Trace], str | 
                               f"{record['prompt_tokens']}")
         output = _check_ids(record["token_ids"], reader.vocab_size, where, "token_ids")
         reader.check_context(prompt, output, where)
-        traces.append(Trace(problem.unique_id, prompt, output, record["finish_reason"] == "stop", problem.answer))
-    return traces, identity.get("model"), identity["sampling"]["temperature"]
+        offset = record["completion_tokens"] - len(output) if "completion_tokens" in record else None
+        trace = Trace(problem.unique_id, prompt, output, record["finish_reason"] == "stop", problem.answer)
+        yield where, {"sample_index": record.get("sample_index"), "request_id": record["request_id"]}, trace, offset
+
+
+def _iterate(reader: _Reader, path: Path) -> Iterator[tuple[str, dict, Trace, int | None]]:
+    return _folder_traces(reader, path) if path.is_dir() else _jsonl_traces(reader, path)
+
+
+def _check_counts(path: Path, reader: _Reader, offsets: list[tuple[str, str, int]], total: int) -> list[str]:
+    """Refuse a set whose recorded token counts the tokenizer cannot reproduce; report exceptions."""
+    advice = (f"the tokenizer ({reader.tokenizer_path}) is probably not the one that wrote these traces; give the "
+              "model's own with --tokenizer (replay CLI) or trace_tokenizer (studies)")
+    for where, problem_id, offset in offsets:
+        if abs(offset) > TOKEN_TOLERANCE:
+            raise ConfigError(f"{where} ({problem_id}): the recorded token count is {offset:+d} off the re-tokenized "
+                              f"output (tolerance ±{TOKEN_TOLERANCE}): {advice}")
+    allowed = max(1, int(MISMATCH_SHARE * total))
+    if len(offsets) > allowed:
+        raise ConfigError(f"{path}: {len(offsets)} of {total} traces re-tokenize to another token count than "
+                          f"recorded (at most {allowed} may, by ±{TOKEN_TOLERANCE}): {advice}")
+    return [f"{_line(where)} ({problem_id}): recorded token count {offset:+d} off the re-tokenized output "
+            f"(within ±{TOKEN_TOLERANCE})" for where, problem_id, offset in offsets]
+
+
+def _line(where: str) -> str:
+    """``line N`` of a ``PATH line N`` location."""
+    return "line " + where.rsplit(" line ", 1)[-1]
+
+
+def _progress_for(path: Path):
+    """A progress counter (per trace) for long files, or a no-op."""
+    from contextlib import nullcontext
+
+    from tts_utils.progress import progress
+
+    size = path.stat().st_size if path.is_file() else 0
+    if size < LONG_FILE_BYTES:
+        return nullcontext(lambda: None)
+    lines = sum(1 for _ in _open_lines(path))
+    return progress(lines, f"checking {path.name} ({size / 2**20:.0f} MB)", unit="lines")
 
 
 def load_trace_set(path: str | Path, model: ModelSpec, source: ModelSource, dataset: str = "auto") -> TraceSet:
-    """Read and check one trace set for ``model`` (tokenized with ``source``'s tokenizer)."""
+    """Read and check one trace set for ``model`` (tokenized with ``source``'s tokenizer).
+
+    One streamed pass checks every line (module docstring); the returned set's ``traces`` are read
+    again, one at a time, when iterated.
+    """
     path = Path(path).expanduser().resolve()
     if not path.exists():
         raise ConfigError(f"trace set not found: {path}")
+    if path.is_dir() and not (path / "requests.jsonl").exists():
+        raise ConfigError(f"{path} is a folder but not a run folder (no requests.jsonl)")
+    if path.is_file() and not (path.name.endswith(".jsonl") or path.name.endswith(".jsonl.gz")):
+        raise ConfigError(f"trace set {path}: expected a .jsonl or .jsonl.gz file, or one of the kit's run folders")
+    named = None if path.is_dir() else name_evidence(path, model)
     reader = _Reader(model, source, dataset)
-    if path.is_dir():
-        if not (path / "requests.jsonl").exists():
-            raise ConfigError(f"{path} is a folder but not a run folder (no requests.jsonl)")
-        traces, declared, temperature = _read_run_folder(reader, path)
-    else:
-        traces, declared, temperature = _read_jsonl(reader, path)
-    if not traces:
-        raise ConfigError(f"trace set {path} holds no traces")
+    declared, temperature, count = None, None, 0
+    seen: dict[tuple, str] = {}
+    offsets: list[tuple[str, str, int]] = []
     digest = hashlib.sha256()
-    for trace in traces:
-        digest.update(json.dumps([trace.problem_id, trace.prompt_ids, trace.output_ids]).encode())
+    with _progress_for(path) as advance:
+        for where, record, trace, offset in _iterate(reader, path):
+            declared = _first(record, MODEL_FIELDS) or declared
+            if record.get("temperature") not in (None, ""):
+                temperature = float(record["temperature"])
+            repetition = _first(record, REPETITION_FIELDS)
+            key = (trace.problem_id, repetition, record.get("request_id"))
+            if key in seen:
+                raise ConfigError(f"{where}: problem {trace.problem_id!r} appears again (first at "
+                                  f"{_line(seen[key])}); a trace set holds "
+                                  f"each problem once, or tells repetitions apart with {' or '.join(REPETITION_FIELDS)}")
+            seen[key] = where
+            if offset:
+                offsets.append((where, trace.problem_id, offset))
+            digest.update(json.dumps([trace.problem_id, trace.prompt_ids, trace.output_ids]).encode())
+            count += 1
+            advance()
+    if not count:
+        raise ConfigError(f"trace set {path} holds no traces")
+    notes = _check_counts(path, reader, offsets, count)
+    if path.is_dir():
+        from tts_utils.store import read_json
+
+        declared = read_json(path / "run.json")["identity"].get("model")
+        temperature = read_json(path / "run.json")["identity"]["sampling"]["temperature"]
+    elif not declared and named is None:
+        notes.append(f"no model field and no size in the file name: taken as {model.key} on your word (the tokens of "
+                      "1.5B and 7B traces of one family cannot tell them apart)")
     return TraceSet(str(path), model.key, {"temperature": temperature, "declared_model": declared},
-                    tuple(traces), digest.hexdigest()[:16])
+                    _Traces(lambda: (trace for _, _, trace, _ in _iterate(reader, path)), count),
+                    digest.hexdigest()[:16], tuple(notes))
