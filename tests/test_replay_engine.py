@@ -140,7 +140,8 @@ def test_a_smaller_draft_model_drafts_for_the_tiny_model_on_the_cpu_engine(math5
     import pandas as pd
 
     from tts_utils.config import StudyConfig
-    from tts_utils.sweep import plan_runs, run_sweep
+    from tts_utils.store import read_records
+    from tts_utils.sweep import PROBE_PRESENCE_PENALTY, plan_runs, run_sweep
 
     config = StudyConfig.create(study="small-draft", dataset=str(math500_path), num_problems=2, budgets=[32, 64],
                                 load_format="dummy", spec_method="draft_model", draft_model="tiny-draft",
@@ -154,3 +155,8 @@ def test_a_smaller_draft_model_drafts_for_the_tiny_model_on_the_cpu_engine(math5
     steps = pd.read_csv(plan.folder().steps_file)
     decoding = steps[steps["step"] != "prefill"]
     assert (decoding["step"] == "draft").all() and (decoding["draft_tokens"] == 3).all()
+    # The no-draft probe decodes greedily with a presence penalty (the engine accepted it), kept apart.
+    session = read_records(plan.folder().segments_file)[-1]
+    assert session["probe_sampling"]["temperature"] == 0.0
+    assert session["probe_sampling"]["presence_penalty"] == PROBE_PRESENCE_PENALTY
+    assert len(read_records(plan.folder().probe_file)) == plan.probe_requests == 2

@@ -67,8 +67,11 @@ NOTEBOOK_METHODS = {"01_greedy": "baseline", "02_tp": "baseline", "03_spec": "ng
 BATCHED_METHOD = "baseline-batched"
 # Problems re-run at concurrency 1 in the batched pass's engine to check its tokens are batch-1 tokens.
 BATCH_CHECK_PROBLEMS = 3
-# System-only n-gram runs also time steps that find no draft: sampling at temperature 1 on random
-# weights leaves n-gram look-up nothing to match. These probe requests are kept apart (probe.jsonl).
+# System-only n-gram runs also time steps that find no draft. Random-weight greedy output loops (a
+# draft at nearly every step); a presence penalty stops the repeats, so n-gram look-up finds nothing
+# to match while decoding stays greedy, as in the paper (README: what a step costs, and why). These
+# probe requests are kept apart (probe.jsonl). Runs probed before 2026-12 sampled at temperature 1.
+PROBE_PRESENCE_PENALTY = 2.0
 PROBE_REQUESTS = 2
 PROBE_MAX_TOKENS = 1024
 # Extra context beyond prompt + budget (the engine counts a few tokens more in some versions).
@@ -162,7 +165,7 @@ class RunPlan:
         return RunFolder(study_dir(self.study) / self.run_name)
 
     def probe_specs(self) -> list[RequestSpec]:
-        """The no-draft probe: the first problems at temperature 1 (seeded), see ``PROBE_REQUESTS``."""
+        """The no-draft probe: the first problems, greedy with ``PROBE_PRESENCE_PENALTY``."""
         # The first probe runs to the largest budget: 04 prices real traces with no-draft steps only
         # at contexts measured (modelled.py never extrapolates), so one request reaches them all.
         lengths = [max(self.budgets)] + [min(max(self.budgets), PROBE_MAX_TOKENS)] * (self.probe_requests - 1)
@@ -498,8 +501,9 @@ def _engine_session(plan: RunPlan, folder: RunFolder, budget_mode: str | None) -
         probed = {r["request_id"] for r in read_records(folder.probe_file)}
         probes = [s for s in plan.probe_specs() if s.request_id not in probed]
         if probes:
-            session["probe"] = _measure(client, server, plan, folder.probe_file, probes,
-                                        replace(plan.sampling, temperature=1.0, top_p=1.0))
+            probe_sampling = replace(plan.sampling, temperature=0.0, presence_penalty=PROBE_PRESENCE_PENALTY)
+            session["probe_sampling"] = probe_sampling.identity()
+            session["probe"] = _measure(client, server, plan, folder.probe_file, probes, probe_sampling)
         if needs_gate:
             gate = prediction_check(plan, folder)
             folder.set_status("running", prediction_check=gate)
