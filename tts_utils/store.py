@@ -7,7 +7,7 @@ One folder per run under ``outputs/runs/<study>/<run name>-<identity hash>/``:
                      fsynced as requests finish, so a crash keeps all finished work
 * ``segments.jsonl`` one line per engine session: start-up time, engine version, counter deltas
 * ``status.json``    ``running`` / ``incomplete`` / ``complete`` (+ checksums of the derived files)
-* ``probe.jsonl``    system-only n-gram runs: requests sampled at temperature 1 (steps without drafts)
+* ``probe.jsonl``    system-only n-gram runs: probe requests, greedy with a presence penalty (steps without drafts)
 * ``results.csv``    per request x budget rows (graded); ``summary.csv`` per budget; ``steps.csv``
                      per streamed chunk (context, draft length, seconds); written last
 * ``failure.json``   error, traceback and engine log tail of the last failed attempt
