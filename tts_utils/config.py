@@ -320,16 +320,21 @@ def check_known_keys(values: Mapping[str, Any], source: str) -> None:
             )
 
 
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file's contents, or a one-line ConfigError naming ``what`` it is and why not."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{what} {path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except OSError as error:
+        raise ConfigError(f"{what} {path}: cannot read it ({error.strerror or error})") from None
+
+
 def read_profile(path: Path) -> dict[str, Any]:
     """Read and check one YAML profile: a mapping of parameter names to values."""
     if not path.exists():
         raise ConfigError(f"profile not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"profile {path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except OSError as error:
-        raise ConfigError(f"profile {path}: cannot read it ({error.strerror or error})") from None
+    text = read_text(path, "profile")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tts_utils.config import ConfigError
+from tts_utils.config import ConfigError, read_text
 from tts_utils.paths import BUILTIN_PROBLEMS_FILE
 
 HUB_DATASET = "HuggingFaceH4/MATH-500"
@@ -72,12 +72,7 @@ def _records_from_file(path: Path) -> list[dict]:
     if path.suffix != ".jsonl":
         raise ConfigError(f"dataset file must be .jsonl or .parquet, got {path}")
     records = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"dataset file {path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except OSError as error:
-        raise ConfigError(f"dataset file {path}: cannot read it ({error.strerror or error})") from None
+    text = read_text(path, "dataset file")
     for number, line in enumerate(text.split("\n"), 1):  # not splitlines: JSON text may hold U+2028
         if line.strip():
             try:
