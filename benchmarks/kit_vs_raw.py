@@ -32,10 +32,10 @@ def main() -> None:
     from vllm.inputs import TokensPrompt
 
     from tts_utils.data import load_problems
-    from tts_utils.engine import EngineConfig, VLLMServer
-    from tts_utils.model_source import load_tokenizer, resolve
+    from tts_utils.engine.model_source import load_tokenizer, resolve
+    from tts_utils.engine.runner import RequestSpec, SamplingConfig, make_client, stream_one
+    from tts_utils.engine.server import EngineConfig, VLLMServer
     from tts_utils.models import get_model
-    from tts_utils.runner import RequestSpec, SamplingConfig, make_client, stream_one
 
     model = get_model(args.model)
     source = resolve(model, "dummy")

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from tts_utils.replay import engine_ngram_matcher
+from tts_utils.speculation.replay import engine_ngram_matcher
 
 
 def time_calls(match, tokens: np.ndarray, contexts: list[int], calls: int = 200) -> dict[int, float]:

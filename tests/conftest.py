@@ -52,7 +52,7 @@ def outputs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_path() -> Path:
-    from tts_utils.tiny_model import ensure_tiny_model
+    from tts_utils.engine.tiny_model import ensure_tiny_model
 
     return ensure_tiny_model()
 
@@ -65,7 +65,7 @@ def tiny_tokenizer(tiny_model_path: Path):
 
 
 def _server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory, **engine):
-    from tts_utils.engine import EngineConfig, VLLMServer
+    from tts_utils.engine.server import EngineConfig, VLLMServer
 
     config = EngineConfig(str(tiny_model_path), "tiny", max_model_len=2048, cpu_kv_cache_gib=1, **engine)
     with VLLMServer(config, tmp_path_factory.mktemp("engine") / "engine.log") as server:
@@ -82,8 +82,8 @@ def greedy_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactor
 def ngram_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory):
     """The same engine with the paper's n-gram speculation (5 tokens, look-up 1..4), and the
     break-even sweep's worker extension reachable through dev-mode /collective_rpc."""
-    from tts_utils.acceptance_sweep import EXTENSION
-    from tts_utils.engine import SpeculativeConfig
+    from tts_utils.engine.server import SpeculativeConfig
+    from tts_utils.study.acceptance_sweep import EXTENSION
 
     yield from _server(tiny_model_path, tmp_path_factory, speculative=SpeculativeConfig(5, 1, 4),
                        extra_args=("--worker-extension-cls", EXTENSION), env=(("VLLM_SERVER_DEV_MODE", "1"),))

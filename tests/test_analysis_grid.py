@@ -12,18 +12,18 @@ matplotlib.use("Agg")
 import pandas as pd
 import pytest
 
-from tts_utils.acceptance_sweep import (
+from tts_utils.paths import acceptance_dir, study_dir
+from tts_utils.report.figures import break_even_curves
+from tts_utils.report.grid import batched_passes, latency_checks
+from tts_utils.store import RunFolder, append_record, atomic_write_json, atomic_write_text, file_sha256, load_study
+from tts_utils.study.acceptance_sweep import (
     break_even_lengths,
     curves,
     plain_ms_per_token,
     real_trace_acceptance,
     study_break_even,
 )
-from tts_utils.estimate import estimate_vs_actual
-from tts_utils.figures import break_even_curves
-from tts_utils.grid_report import batched_passes, latency_checks
-from tts_utils.paths import acceptance_dir, study_dir
-from tts_utils.store import RunFolder, append_record, atomic_write_json, atomic_write_text, file_sha256, load_study
+from tts_utils.study.estimate import estimate_vs_actual
 
 STUDY = "synthetic"
 

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tts_utils import data, pipeline, preflight, replay, sweep, traces
+from tts_utils import data, pipeline
 from tts_utils.config import ConfigError, StudyConfig, read_profile
-from tts_utils.model_source import ModelSource, resolve
+from tts_utils.engine.model_source import ModelSource, resolve
 from tts_utils.models import get_model
+from tts_utils.speculation import replay, traces
+from tts_utils.speculation.traces import load_trace_set
 from tts_utils.store import RunFolder, atomic_write_text, file_sha256, load_study, no_runs_reason, study_lock
-from tts_utils.traces import load_trace_set
+from tts_utils.study import preflight, sweep
 
 R15 = "r1-distill-qwen-1.5b.math500-first100.t0.6.jsonl"
 R7 = "r1-distill-qwen-7b.math500-first100.t0.6.jsonl"
@@ -188,7 +190,7 @@ def test_not_in_dataset_auto_says_it_fell_back_to_the_builtin_problems(tmp_path,
 # --- inputs before the chain ------------------------------------------------------------------------
 
 def test_a_missing_tokenizer_folder_is_named_as_such(tmp_path) -> None:
-    from tts_utils.model_source import load_tokenizer
+    from tts_utils.engine.model_source import load_tokenizer
 
     message = _one_line_error(lambda: load_tokenizer(_source("1.5b", tmp_path / "no" / "tokenizer")))
     assert message.startswith("tokenizer folder not found") and "Repo id" not in message
@@ -303,7 +305,7 @@ def _complete_run(folder: RunFolder) -> None:
 
 
 def test_steps_csv_and_requests_are_checked_on_read(outputs_dir, capsys) -> None:
-    from tts_utils.stepcost import checked_step_files
+    from tts_utils.speculation.stepcost import checked_step_files
 
     run = RunFolder(outputs_dir / "runs" / "s" / "r")
     _complete_run(run)

@@ -1,6 +1,6 @@
 """Budget forcing, local random-weight folders and run identities.
 
-The engine test loads a random-weight folder written by tts_utils.random_weights (the tiny-draft
+The engine test loads a random-weight folder written by tts_utils.engine.random_weights (the tiny-draft
 shape over the tiny tokenizer) with load_format auto through model_paths, as a user's weights
 would load, and runs 01_greedy under budget_mode force on the real CPU engine.
 """
@@ -14,22 +14,22 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tts_utils import sweep
-from tts_utils.budget_forcing import FORCED_FILE, continuation, forced_request_id, forcing_suffix
 from tts_utils.config import ConfigError, StudyConfig
+from tts_utils.engine.random_weights import MARKER_FILE, write_random_weights
 from tts_utils.grading import GradeItem, grade_in_process
 from tts_utils.models import get_model
 from tts_utils.paths import REPO_ROOT
 from tts_utils.pipeline import resolve_parameters
-from tts_utils.random_weights import MARKER_FILE, write_random_weights
 from tts_utils.store import read_records
+from tts_utils.study import sweep
+from tts_utils.study.budget_forcing import FORCED_FILE, continuation, forced_request_id, forcing_suffix
 
 REFERENCE_RUNS = REPO_ROOT / "reference_results" / "runs"
 
 
 @pytest.fixture(scope="module")
 def random_tiny_draft(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tts_utils.tiny_model import ensure_tiny_model
+    from tts_utils.engine.tiny_model import ensure_tiny_model
 
     return write_random_weights("tiny-draft", ensure_tiny_model(), tmp_path_factory.mktemp("weights") / "tiny-draft")
 

@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from tts_utils.data import load_problems
+from tts_utils.engine.runner import RequestSpec, SamplingConfig, counter_delta, make_client, read_counters, stream_one
 from tts_utils.models import get_model
-from tts_utils.runner import RequestSpec, SamplingConfig, counter_delta, make_client, read_counters, stream_one
 
 pytestmark = pytest.mark.engine
 
@@ -57,7 +57,7 @@ def test_an_api_key_starting_with_a_dash_stays_one_argument() -> None:
     the key (a CI run once failed three engine starts on "--api-key: expected one argument")."""
     import argparse
 
-    from tts_utils.engine import EngineConfig
+    from tts_utils.engine.server import EngineConfig
 
     argv = EngineConfig("model", "tiny").command(8000, "-abc_DEF")
     parser = argparse.ArgumentParser()

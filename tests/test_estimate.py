@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 
 from tts_utils.config import StudyConfig
-from tts_utils.estimate import (
+from tts_utils.paths import study_dir
+from tts_utils.pipeline import resolve_parameters
+from tts_utils.store import RunFolder, append_record, atomic_write_json
+from tts_utils.study.estimate import (
     BATCH_INVARIANT_SLOWDOWN,
     BATCHED_ENGINE_START_S,
     ENGINE_START_S,
@@ -29,9 +32,6 @@ from tts_utils.estimate import (
     place,
     write_estimate,
 )
-from tts_utils.paths import study_dir
-from tts_utils.pipeline import resolve_parameters
-from tts_utils.store import RunFolder, append_record, atomic_write_json
 
 BUDGETS = [1024, 2048, 4096, 8192, 16384]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tts_utils.existing_env import check_engine, constraints, inventory, missing_requirements
+from tts_utils.engine.existing_env import check_engine, constraints, inventory, missing_requirements
 from tts_utils.paths import REPO_ROOT
 
 
@@ -46,7 +46,7 @@ def test_setup_existing_installs_the_kit_without_touching_vllm_or_torch(tmp_path
     assert all(after["installed"].get(name) == version for name, version in base["installed"].items()
                if name != "tts-kit")
     probe = subprocess.run([str(venv / "bin" / "python"), "-c",
-                            "import tts_utils, tts_utils.sweep, vllm, torch; print(tts_utils.__file__)"],
+                            "import tts_utils, tts_utils.study.sweep, vllm, torch; print(tts_utils.__file__)"],
                            cwd=tmp_path, capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == str(REPO_ROOT / "tts_utils" / "__init__.py")
     assert (venv / ".installed").exists()

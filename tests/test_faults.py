@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from tts_utils.config import ConfigError, StudyConfig
-from tts_utils.engine import EngineConfig, EngineStartError, VLLMServer, process_group_alive
+from tts_utils.engine.server import EngineConfig, EngineStartError, VLLMServer, process_group_alive
 from tts_utils.paths import REPO_ROOT
 from tts_utils.store import StudyLockedError, read_records
-from tts_utils.sweep import SweepError, plan_runs, run_sweep
+from tts_utils.study.sweep import SweepError, plan_runs, run_sweep
 
 pytestmark = pytest.mark.engine
 
@@ -88,7 +88,7 @@ def test_a_port_taken_during_start_up_is_retried_on_a_new_port(tiny_model_path, 
     it meanwhile (seen on busy machines), the engine is launched again on a new port."""
     import socket
 
-    import tts_utils.engine as engine
+    import tts_utils.engine.server as engine
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -104,7 +104,7 @@ def test_a_port_taken_during_start_up_is_retried_on_a_new_port(tiny_model_path, 
 
 
 def _first_then_free(taken: int):
-    from tts_utils.engine import free_port
+    from tts_utils.engine.server import free_port
 
     calls = iter([taken])
     return lambda: next(calls, None) or free_port()
@@ -158,7 +158,7 @@ import signal
 import sys
 signal.signal(signal.SIGINT, signal.default_int_handler)
 from tts_utils.config import StudyConfig
-from tts_utils.sweep import run_sweep
+from tts_utils.study.sweep import run_sweep
 config = StudyConfig.create(study=sys.argv[1], dataset=sys.argv[2], num_problems=int(sys.argv[3]), budgets=[64, 512],
                             cpu_kv_cache_gib=1)
 run_sweep(config, "01_greedy")
@@ -217,7 +217,7 @@ def test_changed_files_are_re_derived_and_a_corrupt_run_does_not_stop_the_others
     """A finished run whose steps.csv (or results) no longer match their checksums is derived again
     from requests.jsonl without an engine; one whose requests.jsonl is corrupt gets its failure.json
     while the sweep goes on to the next run."""
-    from tts_utils.stepcost import checked_step_files
+    from tts_utils.speculation.stepcost import checked_step_files
 
     config = StudyConfig.create(study="rederive", dataset=str(math500_path), num_problems=2, budgets=[16, 32],
                                 batch_concurrency=2, cpu_kv_cache_gib=1)

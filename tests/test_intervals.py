@@ -8,7 +8,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tts_utils.analysis import (
+from tts_utils.intervals import (
+    MIN_PROBLEMS,
+    Interval,
+    bootstrap_weights,
+    configuration_intervals,
+    interval,
+    observed_spread,
+    paired_ratio,
+    planned_widths,
+    problem_totals,
+)
+from tts_utils.report.analysis import (
     FAILS,
     HOLDS,
     INCONCLUSIVE,
@@ -21,18 +32,7 @@ from tts_utils.analysis import (
     configuration_table,
     decide,
 )
-from tts_utils.intervals import (
-    MIN_PROBLEMS,
-    Interval,
-    bootstrap_weights,
-    configuration_intervals,
-    interval,
-    observed_spread,
-    paired_ratio,
-    planned_widths,
-    problem_totals,
-)
-from tts_utils.metrics import summarise
+from tts_utils.study.metrics import summarise
 
 
 def requests(problems: int, samples: int = 1, correct=None, latency=None, tokens=100, num_gpus: int = 1,
@@ -253,7 +253,7 @@ def test_every_figure_draws_the_intervals(tmp_path) -> None:
     matplotlib.use("Agg")
     from matplotlib.collections import PolyCollection
 
-    from tts_utils.figures import accuracy_vs_budget, accuracy_vs_cost, metric_vs_budget
+    from tts_utils.report.figures import accuracy_vs_budget, accuracy_vs_cost, metric_vs_budget
 
     rows = study()
     rows["e2e_latency_s"] *= np.random.default_rng(1).lognormal(0, 0.2, len(rows))

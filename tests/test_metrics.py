@@ -7,8 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from tts_utils.budgets import record_for_budget, view_at_budget
-from tts_utils.metrics import cost_per_token, speculation_stats, summarise, time_per_output_token
+from tts_utils.study.budgets import record_for_budget, view_at_budget
+from tts_utils.study.metrics import cost_per_token, speculation_stats, summarise, time_per_output_token
 
 # 10 tokens in 4 chunks (speculation delivers several per chunk).
 RECORD = {"completion_tokens": 10, "max_tokens": 16, "finish_reason": "stop", "e2e_latency_s": 1.10,

@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tts_utils.analysis import configuration_table
 from tts_utils.config import ConfigError
-from tts_utils.modelled import PricedRun, build_modelled, import_tp_runs, modelled_table, priced_runs
 from tts_utils.models import get_model
 from tts_utils.paths import REPO_ROOT
-from tts_utils.pick import for_accuracy, for_latency, pick_table
-from tts_utils.pick import main as pick_main
-from tts_utils.verdicts import check_all_claims
+from tts_utils.report.analysis import configuration_table
+from tts_utils.report.modelled import PricedRun, build_modelled, import_tp_runs, modelled_table, priced_runs
+from tts_utils.report.pick import for_accuracy, for_latency, pick_table
+from tts_utils.report.pick import main as pick_main
+from tts_utils.report.verdicts import check_all_claims
 
 REFERENCE = REPO_ROOT / "reference_results"
 
@@ -91,7 +91,7 @@ def _measured_table() -> tuple[pd.DataFrame, pd.DataFrame]:
                           "ttft_s": 0.1, "tpot_s": 0.002, "num_gpus": 1, "strict_correct": math.nan,
                           "lenient_correct": math.nan, "grade_status": "not graded"}
                          for i in range(6) for b in (4, 8, 16)])
-    from tts_utils.metrics import summarise
+    from tts_utils.study.metrics import summarise
 
     summary = summarise(rows, ["study", "run_name", "model", "method", "acceptance", "tensor_parallel_size",
                                "system_only", "hardware", "budget_tokens"])

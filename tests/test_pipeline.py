@@ -82,7 +82,7 @@ def test_a_real_failure_is_not_tried_twice(probe) -> None:
 
 
 def test_the_race_is_recognised_in_the_engine_s_own_words() -> None:
-    from tts_utils.engine import diagnose
+    from tts_utils.engine.server import diagnose
 
     message = f"{diagnose('OSError: [Errno 98] Address already in use')} (engine exit code 1, log engine.log)\ntail"
     assert pipeline.port_race_message(message)

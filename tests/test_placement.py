@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from tts_utils.config import ConfigError, StudyConfig
-from tts_utils.engine import free_port, process_group_alive
-from tts_utils.placement import ATTEMPTS_FILE, run_placed
+from tts_utils.engine.server import free_port, process_group_alive
 from tts_utils.store import read_records
-from tts_utils.sweep import SweepError, _record_failure, execute, plan_runs, run_sweep
+from tts_utils.study.placement import ATTEMPTS_FILE, run_placed
+from tts_utils.study.sweep import SweepError, _record_failure, execute, plan_runs, run_sweep
 
 ray = pytest.importorskip("ray")
 
@@ -104,7 +104,7 @@ def test_sweep_on_a_cluster_records_a_failure_and_finishes_the_other_run(math500
                                                                          monkeypatch, outputs_dir) -> None:
     """run_sweep with placement: ray and ray_address, around a stand-in for ``execute``: the TP 2 run
     raises, the TP 1 run completes; failure.json as in the sequential path, one line per outcome."""
-    import tts_utils.sweep as sweep
+    import tts_utils.study.sweep as sweep
 
     def stand_in(plan) -> str:  # a closure: Ray ships it by value to the worker
         if plan.tensor_parallel_size == 2:

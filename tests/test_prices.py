@@ -7,7 +7,7 @@ import math
 import pytest
 
 from tts_utils.config import ConfigError, StudyConfig
-from tts_utils.prices import (
+from tts_utils.report.prices import (
     LIST_PRICES,
     device_name,
     list_price,

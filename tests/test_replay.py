@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 
 from tts_utils.config import ConfigError
-from tts_utils.model_source import ModelSource, resolve
+from tts_utils.engine.model_source import ModelSource, resolve
 from tts_utils.models import get_model
 from tts_utils.paths import REPO_ROOT
-from tts_utils.replay import NgramSettings, replay, replay_steps
-from tts_utils.stepcost import fit_step_costs, predict_request
-from tts_utils.traces import load_trace_set
+from tts_utils.speculation.replay import NgramSettings, replay, replay_steps
+from tts_utils.speculation.stepcost import fit_step_costs, predict_request
+from tts_utils.speculation.traces import load_trace_set
 
 R15 = "r1-distill-qwen-1.5b.math500-first100.t0.6.jsonl"
 R7 = "r1-distill-qwen-7b.math500-first20.t0.6.jsonl"
@@ -63,7 +63,7 @@ def test_missing_and_empty_trace_files(tmp_path, math500_path, r1_source) -> Non
 
 
 def test_shipped_7b_traces_pinned(traces_dir, math500_path, r1_source) -> None:
-    """Pinned once with `python -m tts_utils.replay` (k=5, look-up 1..4, vLLM's own matcher):
+    """Pinned once with `python -m tts_utils.speculation.replay` (k=5, look-up 1..4, vLLM's own matcher):
     tokens per step, no-draft share and per-position acceptance at 16K; the looping trace included."""
     trace_set = load_trace_set(traces_dir / R7, get_model("7b"), r1_source, str(math500_path))
     assert len(trace_set.traces) == 20 and trace_set.sampling["temperature"] == 0.6
@@ -79,7 +79,7 @@ def test_shipped_7b_traces_pinned(traces_dir, math500_path, r1_source) -> None:
 def test_shipped_1p5b_traces_pinned_with_accuracy(traces_dir, math500_path, r1_tokenizer_path, tmp_path) -> None:
     """The CLI on the 100 1.5B traces: strict accuracy 0.80 at 16K (source's grader: 0.77)."""
     out = tmp_path / "json" / "replay-1.5b.json"  # its folder does not exist yet: the CLI makes it
-    result = subprocess.run([sys.executable, "-m", "tts_utils.replay", str(traces_dir / R15), "--model", "1.5b",
+    result = subprocess.run([sys.executable, "-m", "tts_utils.speculation.replay", str(traces_dir / R15), "--model", "1.5b",
                              "--tokenizer", str(r1_tokenizer_path), "--dataset", str(math500_path),
                              "--budgets", "1024,16384", "--json", str(out)],
                             capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
@@ -93,7 +93,7 @@ def test_shipped_1p5b_traces_pinned_with_accuracy(traces_dir, math500_path, r1_t
 
 
 def test_replay_cli_rejects_bad_input_in_one_line(tmp_path) -> None:
-    result = subprocess.run([sys.executable, "-m", "tts_utils.replay", str(tmp_path / "x.jsonl"), "--model", "13b"],
+    result = subprocess.run([sys.executable, "-m", "tts_utils.speculation.replay", str(tmp_path / "x.jsonl"), "--model", "13b"],
                             capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert result.returncode == 2 and result.stderr.strip().startswith("error: unknown model '13b'")
 

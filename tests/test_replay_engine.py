@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from tts_utils.data import load_problems
+from tts_utils.engine.runner import RequestSpec, SamplingConfig, counter_delta, make_client, read_counters, stream_one
 from tts_utils.models import get_model
-from tts_utils.replay import NgramSettings, replay_steps
-from tts_utils.runner import RequestSpec, SamplingConfig, counter_delta, make_client, read_counters, stream_one
+from tts_utils.speculation.replay import NgramSettings, replay_steps
 
 pytestmark = pytest.mark.engine
 
@@ -75,7 +75,7 @@ def test_draft_model_speculation_runs_on_the_cpu_engine(math500_path) -> None:
     import pandas as pd
 
     from tts_utils.config import StudyConfig
-    from tts_utils.sweep import plan_runs, run_sweep
+    from tts_utils.study.sweep import plan_runs, run_sweep
 
     config = StudyConfig.create(study="draft", dataset=str(math500_path), num_problems=2, budgets=[32, 64],
                                 spec_method="draft_model", draft_model="tiny", spec_tokens=3, cpu_kv_cache_gib=1,
@@ -96,7 +96,7 @@ def test_worker_extension_reaches_the_engine_and_refuses_without_synthetic_sampl
     serving (an exception in a worker RPC would kill the engine)."""
     import json
 
-    from tts_utils.runner import make_client
+    from tts_utils.engine.runner import make_client
 
     with make_client(ngram_server.headers) as client:
         response = client.post(f"{ngram_server.base_url}/collective_rpc", timeout=60.0,
@@ -115,7 +115,7 @@ def test_eagle3_speculation_runs_on_the_cpu_engine(math500_path) -> None:
     import pandas as pd
 
     from tts_utils.config import StudyConfig
-    from tts_utils.sweep import plan_runs, run_sweep
+    from tts_utils.study.sweep import plan_runs, run_sweep
 
     config = StudyConfig.create(study="eagle3", dataset=str(math500_path), num_problems=2, budgets=[32, 64],
                                 load_format="dummy", spec_method="eagle3", spec_tokens=3, cpu_kv_cache_gib=1,
@@ -141,7 +141,7 @@ def test_a_smaller_draft_model_drafts_for_the_tiny_model_on_the_cpu_engine(math5
 
     from tts_utils.config import StudyConfig
     from tts_utils.store import read_records
-    from tts_utils.sweep import PROBE_PRESENCE_PENALTY, plan_runs, run_sweep
+    from tts_utils.study.sweep import PROBE_PRESENCE_PENALTY, plan_runs, run_sweep
 
     config = StudyConfig.create(study="small-draft", dataset=str(math500_path), num_problems=2, budgets=[32, 64],
                                 load_format="dummy", spec_method="draft_model", draft_model="tiny-draft",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tts_utils.config import ConfigError
-from tts_utils.trace_fetch import PUBLIC_TRACES, fetch, resolve_entry, sha256_of
+from tts_utils.speculation.trace_fetch import PUBLIC_TRACES, fetch, resolve_entry, sha256_of
 
 NAME = "r1-distill-qwen-7b.math500-first20"
 
@@ -87,8 +87,8 @@ def test_public_and_proxy_trace_sets_in_a_study(traces_dir, r1_tokenizer_path, m
                                                 clean_env, monkeypatch):
     """03_spec's replays: a public set by name (local copy), and 14B standing in with 7B's traces."""
     from tts_utils.config import StudyConfig
-    from tts_utils.modelled import load_replay_sets
-    from tts_utils.replay import replayed_rates, run_replays
+    from tts_utils.report.modelled import load_replay_sets
+    from tts_utils.speculation.replay import replayed_rates, run_replays
 
     monkeypatch.setenv("TTS_TRACES_DIR", str(traces_dir))
     config = StudyConfig.create(study="proxy", model="7b,14b", load_format="dummy", dataset=str(math500_path),

@@ -16,14 +16,14 @@ import pandas as pd
 from tts_utils import provenance
 from tts_utils.config import StudyConfig
 from tts_utils.data import load_problems, resolve_source
+from tts_utils.engine.model_source import load_tokenizer, resolve
+from tts_utils.engine.tiny_model import PLUMBING_WARNING
 from tts_utils.hardware import Hardware
-from tts_utils.model_source import load_tokenizer, resolve
 from tts_utils.models import get_model
 from tts_utils.paths import NOTEBOOKS_DIR, outputs_dir
 from tts_utils.progress import quiet_library_bars
 from tts_utils.store import load_study
-from tts_utils.sweep import plan_runs
-from tts_utils.tiny_model import PLUMBING_WARNING
+from tts_utils.study.sweep import plan_runs
 
 quiet_library_bars()
 

@@ -31,15 +31,15 @@ from typing import IO, Any
 
 import yaml
 
-from tts_utils import vllm_compat
 from tts_utils.cli import fail
 from tts_utils.config import ConfigError, StudyConfig, read_profile
+from tts_utils.engine import vllm_compat
+from tts_utils.engine.tiny_model import PLUMBING_WARNING
 from tts_utils.hardware import detect
 from tts_utils.notebook import SYSTEM_ONLY_WARNING
 from tts_utils.paths import NOTEBOOKS_DIR, profile_path, reports_dir, study_dir
-from tts_utils.preflight import check_inputs
 from tts_utils.store import atomic_write_json, read_json
-from tts_utils.tiny_model import PLUMBING_WARNING
+from tts_utils.study.preflight import check_inputs
 
 CHAIN = ("00_setup", "01_greedy", "02_tp", "03_spec", "04_analysis")
 
@@ -311,7 +311,7 @@ def _record_chain(study: str, record: dict) -> None:
 
 def _landing_page(study: str, log: ChainLog) -> Path | None:
     """Rewrite the study's index.html; a failure here is logged, never hides the chain's outcome."""
-    from tts_utils.report import write_landing_page
+    from tts_utils.report.landing import write_landing_page
 
     try:
         return write_landing_page(study)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tts_utils.replay import TraceSteps
+from tts_utils.speculation.replay import TraceSteps
 
 # A configuration whose predicted mean latency misses the measured one by more than this is
 # reported as not validated.
@@ -32,7 +32,7 @@ def known_steps(record: dict, prompt_ids: list[int], speculative, greedy: bool) 
     if speculative is None:
         return TraceSteps(np.zeros(produced, int), np.zeros(produced, int), np.ones(produced, int))
     if speculative.method == "ngram" and greedy and speculative.synthetic_acceptance_rates is None:
-        from tts_utils.replay import NgramSettings, replay_steps
+        from tts_utils.speculation.replay import NgramSettings, replay_steps
 
         settings = NgramSettings(speculative.num_speculative_tokens, speculative.prompt_lookup_min,
                                  speculative.prompt_lookup_max)
@@ -71,7 +71,7 @@ def classify_chunks(record: dict, prompt_ids: list[int], speculative, kind: str,
     tokens = np.asarray(list(prompt_ids) + list(record["token_ids"]), dtype=np.int32)
     match = None
     if speculative.method == "ngram":
-        from tts_utils.replay import engine_ngram_matcher
+        from tts_utils.speculation.replay import engine_ngram_matcher
 
         match = engine_ngram_matcher()
     rows, previous_end, previous_time = [], 0, 0.0
@@ -216,7 +216,7 @@ def study_predictions(study: str, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.
     steps (no-draft steps included) and the fitted costs. Returns (costs, validation, per-trace
     predictions); ``summarise_predictions`` gives the table.
     """
-    from tts_utils.replay import load_replay_steps, load_replays
+    from tts_utils.speculation.replay import load_replay_steps, load_replays
 
     files = checked_step_files(study)
     if not files or rows.empty:

@@ -20,27 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from tts_utils import budget_forcing, provenance, vllm_compat
-from tts_utils.budgets import record_for_budget, view_at_budget
+from tts_utils import provenance
 from tts_utils.config import ConfigError, StudyConfig
 from tts_utils.data import ProblemSet, load_problems
-from tts_utils.energy import ENERGY_KEYS, EnergyMeter, used_gpu_indices
-from tts_utils.engine import EngineConfig, EngineStartError, SpeculativeConfig, VLLMServer, check_memory
-from tts_utils.grading import GradeItem, Grader
-from tts_utils.hardware import detect
-from tts_utils.metrics import (
-    cost_per_token,
-    engine_timings,
-    speculation_stats,
-    summarise,
-    time_per_output_token,
-)
-from tts_utils.model_source import ModelSource, eagle3_head, load_model_config, load_tokenizer, resolve
-from tts_utils.models import ModelSpec, get_model
-from tts_utils.paths import study_dir
-from tts_utils.preflight import check_inputs
-from tts_utils.progress import progress
-from tts_utils.runner import (
+from tts_utils.engine import vllm_compat
+from tts_utils.engine.energy import ENERGY_KEYS, EnergyMeter, used_gpu_indices
+from tts_utils.engine.model_source import ModelSource, eagle3_head, load_model_config, load_tokenizer, resolve
+from tts_utils.engine.runner import (
     RequestSpec,
     SamplingConfig,
     counter_delta,
@@ -49,6 +35,12 @@ from tts_utils.runner import (
     run_requests,
     stream_one,
 )
+from tts_utils.engine.server import EngineConfig, EngineStartError, SpeculativeConfig, VLLMServer, check_memory
+from tts_utils.grading import GradeItem, Grader
+from tts_utils.hardware import detect
+from tts_utils.models import ModelSpec, get_model
+from tts_utils.paths import study_dir
+from tts_utils.progress import progress
 from tts_utils.store import (
     CorruptResultError,
     RunFolder,
@@ -61,6 +53,16 @@ from tts_utils.store import (
     read_records,
     study_lock,
 )
+from tts_utils.study import budget_forcing
+from tts_utils.study.budgets import record_for_budget, view_at_budget
+from tts_utils.study.metrics import (
+    cost_per_token,
+    engine_timings,
+    speculation_stats,
+    summarise,
+    time_per_output_token,
+)
+from tts_utils.study.preflight import check_inputs
 
 NOTEBOOK_METHODS = {"01_greedy": "baseline", "02_tp": "baseline", "03_spec": "ngram-spec"}
 # The batched accuracy pass (batch_concurrency > 0): all problems at once, batch-invariant kernels.
@@ -331,7 +333,7 @@ def acceptance_for(config: StudyConfig, model_key: str) -> tuple[tuple[float, ..
     if config.spec_acceptance == "engine":
         return None, "engine"
     if config.spec_acceptance == "replay":
-        from tts_utils.replay import replayed_rates
+        from tts_utils.speculation.replay import replayed_rates
 
         rates, source = replayed_rates(config.study, model_key, config.spec_tokens, config.spec_lookup_min,
                                        config.spec_lookup_max)
@@ -441,7 +443,7 @@ def latency_scope(plan: RunPlan, folder: RunFolder) -> tuple[bool, str]:
 
 def prediction_check(plan: RunPlan, folder: RunFolder) -> dict:
     """Step-cost model fitted on half of the measured subset, checked on the other half, per budget."""
-    from tts_utils.stepcost import validate
+    from tts_utils.speculation.stepcost import validate
 
     records = read_records(folder.requests_file)
     steps = step_table(plan, records, read_records(folder.probe_file))
@@ -597,7 +599,7 @@ def _rows(plan: RunPlan, records: list[dict], hardware_label: str, engine_versio
 def step_table(plan: RunPlan, records: list[dict], probes: list[dict]) -> pd.DataFrame:
     """One row per engine step of every request (measured and probe): context length, draft
     length, tokens and seconds; the input of the step-cost model (stepcost.py)."""
-    from tts_utils.stepcost import classify_chunks
+    from tts_utils.speculation.stepcost import classify_chunks
 
     tokenizer = load_tokenizer(plan.source)
     prompts = {p.unique_id: tokenizer(plan.model.prompt(p.problem), add_special_tokens=False)["input_ids"]
@@ -622,7 +624,7 @@ def predicted_rows(plan: RunPlan, folder: RunFolder, measured: pd.DataFrame) -> 
     latency from this run's step-cost model (fitted on all its measured requests) applied to the
     batched tokens' steps (one token a step, or n-gram steps by replay). Empty when this run's
     acceptance is sampled or synthetic, where tokens do not determine the steps."""
-    from tts_utils.stepcost import fit_step_costs, known_steps, predict_request
+    from tts_utils.speculation.stepcost import fit_step_costs, known_steps, predict_request
 
     batched = batched_run(plan)
     if batched is None:
@@ -771,13 +773,13 @@ def run_sweep(config: StudyConfig, notebook: str, only: str = "") -> pd.DataFram
     for reason in skipped:
         print(f"-- skipped: {reason}")
     if config.dry_run:
-        from tts_utils.estimate import estimate_plans
+        from tts_utils.study.estimate import estimate_plans
 
         print("dry run: nothing is started.")
         return estimate_plans(plans, detect().accelerator)
     outcomes, failures = [], []
     if config.placement == "ray":  # side by side on disjoint GPUs (placement.py); same files, same lock
-        from tts_utils.placement import run_placed
+        from tts_utils.study.placement import run_placed
 
         def report(row: dict) -> None:
             where = f" [{row['node']} GPU {row['gpu_ids']}, attempt {row['attempts']}]" if row["node"] else ""
@@ -814,13 +816,13 @@ def run_sweep(config: StudyConfig, notebook: str, only: str = "") -> pd.DataFram
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tts_utils.sweep 01_greedy [--profile P] [--set k=v]``: a sweep without Jupyter."""
+    """``python -m tts_utils.study.sweep 01_greedy [--profile P] [--set k=v]``: a sweep without Jupyter."""
     import sys
 
     from tts_utils.cli import fail
     from tts_utils.pipeline import study_config, study_parser
 
-    parser = study_parser("python -m tts_utils.sweep", main.__doc__)
+    parser = study_parser("python -m tts_utils.study.sweep", main.__doc__)
     parser.add_argument("notebook", choices=sorted(NOTEBOOK_METHODS))
     parser.add_argument("--only", default="", metavar="TEXT", help="run only the runs whose name contains TEXT")
     args = parser.parse_args(argv)

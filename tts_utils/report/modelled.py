@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 
 from tts_utils.config import ConfigError
-from tts_utils.metrics import summarise
 from tts_utils.paths import replays_dir, study_dir
-from tts_utils.prices import device_name
-from tts_utils.stepcost import TOLERANCE, fit_step_costs, predict_request, validate
+from tts_utils.report.prices import device_name
+from tts_utils.speculation.stepcost import TOLERANCE, fit_step_costs, predict_request, validate
+from tts_utils.study.metrics import summarise
 
 # A trace may reach this share past the longest context its pricing run measured (trace prompts
 # are longer than the kit's built-in ones by a few hundred tokens); beyond it, no row.
@@ -316,7 +316,7 @@ def study_modelled(study: str, own_rows: pd.DataFrame, tp_import: tuple[str, ...
 
 def modelled_table(modelled: Modelled, gpu_hour_usd: float | None) -> pd.DataFrame:
     """The configuration table of the modelled rows (intervals over problems), labelled modelled."""
-    from tts_utils.analysis import configuration_table
+    from tts_utils.report.analysis import configuration_table
 
     if modelled.empty:
         return pd.DataFrame()

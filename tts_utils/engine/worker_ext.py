@@ -1,7 +1,7 @@
 """A vLLM worker extension that changes synthetic acceptance rates in a running engine.
 
 vLLM mixes this class into its GPU worker when the server starts with
-``--worker-extension-cls tts_utils.worker_ext.SyntheticAcceptance``; with
+``--worker-extension-cls tts_utils.engine.worker_ext.SyntheticAcceptance``; with
 ``VLLM_SERVER_DEV_MODE=1`` the server's ``POST /collective_rpc`` then calls these methods on every
 worker. The break-even sweep (acceptance_sweep.py, 03_spec) uses it to time many acceptance lengths
 with one engine start: the rejection sampler keeps its per-position conditional rates in a device

@@ -12,7 +12,7 @@ else linked relatively.
 
 ``unexpected_stderr(notebook)`` lists the stderr stream outputs of an executed notebook; a clean
 report has none (errors are error outputs, not stderr). Used by pipeline.py (after every run) and
-the notebook tests; ``python -m tts_utils.report STUDY`` rewrites a landing page by hand.
+the notebook tests; ``python -m tts_utils.report.landing STUDY`` rewrites a landing page by hand.
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from tts_utils.engine.tiny_model import PLUMBING_WARNING
 from tts_utils.hardware import GPU, Hardware
-from tts_utils.modelled import real_trace_sets
 from tts_utils.models import MODELS
 from tts_utils.paths import figures_dir, reports_dir, study_dir
-from tts_utils.pick import pick_section
+from tts_utils.report.modelled import real_trace_sets
+from tts_utils.report.pick import pick_section
 from tts_utils.store import CorruptResultError, RunFolder, StudyResults, load_study, read_json
-from tts_utils.tiny_model import PLUMBING_WARNING
 
 # The figures that answer "are we scaling the right thing?", in reading order, with what each shows.
 FIGURES = (
@@ -230,7 +230,7 @@ def _claims_section(claims: pd.DataFrame | None, figures: Path, base: Path) -> s
         cells.append(f'<span class="evidence">{esc(row.get("evidence"))}</span>')
         rows.append(cells)
     return (_table(headers, rows) + f'<p class="small">Each verdict is decided by the numbers beside it '
-            f"(rules in <code>tts_utils/analysis.py</code>). File: {link(figures / 'claims.csv', base)}.</p>")
+            f"(rules in <code>tts_utils/report/analysis.py</code>). File: {link(figures / 'claims.csv', base)}.</p>")
 
 
 def _figures_section(figures: Path, base: Path, has_accuracy: bool) -> str:
@@ -483,10 +483,10 @@ def unexpected_stderr(notebook, expected: Iterable[str] = ()) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tts_utils.report STUDY``: rewrite a study's landing page."""
+    """``python -m tts_utils.report.landing STUDY``: rewrite a study's landing page."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m tts_utils.report STUDY", file=sys.stderr)
+        print("usage: python -m tts_utils.report.landing STUDY", file=sys.stderr)
         return 2
     print(write_landing_page(args[0]))
     return 0

@@ -48,7 +48,7 @@ from pathlib import Path
 
 from tts_utils.config import ConfigError
 from tts_utils.data import Problem, load_problems, resolve_source
-from tts_utils.model_source import ModelSource, load_tokenizer, shape_context
+from tts_utils.engine.model_source import ModelSource, load_tokenizer, shape_context
 from tts_utils.models import ModelSpec
 
 TEXT_FIELDS = ("output", "full_response")

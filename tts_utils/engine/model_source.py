@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tts_utils.config import ConfigError
+from tts_utils.engine.tiny_model import ensure_tiny_model, recipe_hash
 from tts_utils.models import ModelSpec
 from tts_utils.paths import MODEL_SHAPES_DIR, cache_dir
-from tts_utils.tiny_model import ensure_tiny_model, recipe_hash
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 

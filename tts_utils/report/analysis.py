@@ -19,7 +19,7 @@ import pandas as pd
 
 from tts_utils.intervals import Interval, configuration_intervals, joint_interval, paired_ratio
 from tts_utils.models import get_model
-from tts_utils.prices import resolve_price, usd_per_correct_answer, usd_per_million_tokens
+from tts_utils.report.prices import resolve_price, usd_per_correct_answer, usd_per_million_tokens
 
 HOLDS, FAILS, INCONCLUSIVE, UNKNOWN = "holds", "does not hold", "inconclusive", "not enough data"
 VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, UNKNOWN)

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from tts_utils.analysis import pareto_front
 from tts_utils.models import get_model
+from tts_utils.report.analysis import pareto_front
 
 sns.set_theme(style="whitegrid", context="notebook")
 INTERVAL_NOTE = "shaded: 95% bootstrap interval over problems"

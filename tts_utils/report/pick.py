@@ -8,7 +8,7 @@ mean end-to-end latency is at most the limit. The winner is the best on the obje
 dollars per correct answer, or accuracy); every other eligible configuration whose 95% interval
 on that objective overlaps the winner's is listed as tied: the data cannot tell them apart.
 Used by 04_analysis (table and figure), the landing page and
-``python -m tts_utils.pick --study S --accuracy 0.8`` (or ``--latency-s 10``).
+``python -m tts_utils.report.pick --study S --accuracy 0.8`` (or ``--latency-s 10``).
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def pick_section(figures: Path, link) -> str:
         figure = f'<figure><img alt="pick" src="data:image/png;base64,{base64.b64encode(image.read_bytes()).decode()}"></figure>'
     return (f"<ul>{''.join(lines)}</ul>{figure}<p class=\"small\">Ties: configurations whose 95% interval overlaps "
             f"the pick's. [modelled] = real traces priced by measured step costs. Files: {link(path)}. "
-            "Ask it directly: <code>python -m tts_utils.pick --study STUDY --accuracy 0.8</code>.</p>")
+            "Ask it directly: <code>python -m tts_utils.report.pick --study STUDY --accuracy 0.8</code>.</p>")
 
 
 def load_configurations(study: str) -> pd.DataFrame:
@@ -181,8 +181,8 @@ def _print(entries: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tts_utils.pick --study S --accuracy 0.8`` or ``--latency-s 10``."""
-    parser = argparse.ArgumentParser(prog="python -m tts_utils.pick", description=main.__doc__)
+    """``python -m tts_utils.report.pick --study S --accuracy 0.8`` or ``--latency-s 10``."""
+    parser = argparse.ArgumentParser(prog="python -m tts_utils.report.pick", description=main.__doc__)
     parser.add_argument("--study", required=True, help="a study 04_analysis has analysed")
     goal = parser.add_mutually_exclusive_group(required=True)
     goal.add_argument("--accuracy", type=float, help="strict accuracy target in (0, 1]")

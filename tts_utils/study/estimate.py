@@ -26,12 +26,12 @@ import pandas as pd
 
 from tts_utils.data import resolve_source
 from tts_utils.paths import BUILTIN_PROBLEMS_FILE, study_dir
-from tts_utils.sweep import BATCHED_METHOD, spec_method_label
+from tts_utils.study.sweep import BATCHED_METHOD, spec_method_label
 
 if TYPE_CHECKING:
     from tts_utils.config import StudyConfig
     from tts_utils.hardware import Hardware
-    from tts_utils.sweep import RunPlan
+    from tts_utils.study.sweep import RunPlan
 
 # ms per output token at concurrency 1: the kit's mean e2e latency / tokens (TTFT included), H200,
 # bf16, vLLM 0.26.0. TP 1: reference_results/runs/h200-realistic (greedy, 1K/2K); TP 2/4:
@@ -499,14 +499,14 @@ def estimate_plans(plans: list[RunPlan], accelerator: str = "gpu") -> pd.DataFra
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tts_utils.estimate [--profile P] [--set k=v] [--reference] [--upper-bound] [--write]``:
+    """``python -m tts_utils.study.estimate [--profile P] [--set k=v] [--reference] [--upper-bound] [--write]``:
     the study estimate and its plan, without Jupyter (written to the study folder with --write)."""
     import sys
 
     from tts_utils.config import ConfigError
     from tts_utils.pipeline import study_config, study_parser
 
-    parser = study_parser("python -m tts_utils.estimate", main.__doc__)
+    parser = study_parser("python -m tts_utils.study.estimate", main.__doc__)
     parser.add_argument("--reference", action="store_true", help="estimate for the reference node, 4x H200")
     parser.add_argument("--upper-bound", action="store_true", help="every request runs to the largest budget")
     parser.add_argument("--write", action="store_true",

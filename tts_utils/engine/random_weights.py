@@ -6,7 +6,7 @@ with real weights: the engine's own n-gram acceptance, the batched pass and its 
 (accuracy near 0: the text is noise) and 04. Unlike system-only mode (``load_format: dummy``,
 where vLLM fills weights itself and the kit skips grading), nothing is switched off.
 
-    python -m tts_utils.random_weights --shape 1.5b --tokenizer DIR --out DIR [--seed 0]
+    python -m tts_utils.engine.random_weights --shape 1.5b --tokenizer DIR --out DIR [--seed 0]
 
 ``--shape``: a registry key with a shipped shape (1.5b, 7b, 14b, s1.1-*, tiny-draft) or a folder
 holding a config.json. ``--tokenizer``: a folder with tokenizer.json and tokenizer_config.json
@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from tts_utils.config import ConfigError
-from tts_utils.model_source import TOKENIZER_FILES
+from tts_utils.engine.model_source import TOKENIZER_FILES
 from tts_utils.models import MODELS
 from tts_utils.paths import MODEL_SHAPES_DIR
 
@@ -96,7 +96,7 @@ def write_random_weights(shape: str, tokenizer: Path, out: Path, seed: int = 0) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tts_utils.random_weights", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tts_utils.engine.random_weights", description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", required=True, help="registry key with a shipped shape, or a folder with config.json")
     parser.add_argument("--tokenizer", required=True, type=Path, help="folder with tokenizer.json, tokenizer_config.json")
     parser.add_argument("--out", required=True, type=Path, help="the model folder to write")

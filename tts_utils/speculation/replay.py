@@ -11,7 +11,7 @@ trace's continuation, as the engine counts it. What replay cannot tell: timing, 
 under sampled verification (a sampled trace is replayed as if it were the greedy output).
 
 Used by 03_spec (replays before the runs, rates for synthetic acceptance), stepcost.py (which step
-had a draft), 04_analysis (through the files written here) and ``python -m tts_utils.replay``.
+had a draft), 04_analysis (through the files written here) and ``python -m tts_utils.speculation.replay``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import pandas as pd
 from tts_utils.config import MAX_SPEC_TOKENS, ConfigError
 from tts_utils.models import MODELS
 from tts_utils.paths import replays_dir, study_dir
-from tts_utils.preflight import PROXY, trace_source
-from tts_utils.traces import TraceSet
+from tts_utils.speculation.traces import TraceSet
+from tts_utils.study.preflight import PROXY, trace_source
 
 # A trace_sets entry MODEL=proxy:OTHER: OTHER's replayed traces stand in for MODEL's acceptance and
 # output lengths (declared as a proxy; no accuracy).
@@ -259,7 +259,7 @@ def _trace_paths(config) -> list[tuple[str, str]]:
 
 def _trace_entries(config) -> list[tuple[str, str, bool]]:
     """(model key, path, optional) per ``trace_sets`` entry (preflight.trace_entries)."""
-    from tts_utils.preflight import trace_entries
+    from tts_utils.study.preflight import trace_entries
 
     return trace_entries(config)
 
@@ -299,10 +299,10 @@ def run_replays(config) -> pd.DataFrame:
     import hashlib
 
     from tts_utils import provenance
-    from tts_utils.model_source import load_tokenizer
+    from tts_utils.engine.model_source import load_tokenizer
     from tts_utils.models import get_model
+    from tts_utils.speculation.traces import load_trace_set
     from tts_utils.store import atomic_write_json, atomic_write_text, file_sha256
-    from tts_utils.traces import load_trace_set
 
     settings = NgramSettings(config.spec_tokens, config.spec_lookup_min, config.spec_lookup_max)
     settings.check()
@@ -473,15 +473,15 @@ def replayed_rates(study: str, model_key: str, spec_tokens: int, lookup_min: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tts_utils.replay TRACE_FILE --model 1.5b``: replay speculation and grade by budget."""
+    """``python -m tts_utils.speculation.replay TRACE_FILE --model 1.5b``: replay speculation and grade by budget."""
     import sys
 
     from tts_utils.cli import OneLineParser, check_output_file, fail
-    from tts_utils.model_source import ModelSource, load_tokenizer, resolve
+    from tts_utils.engine.model_source import ModelSource, load_tokenizer, resolve
     from tts_utils.models import get_model
-    from tts_utils.traces import load_trace_set
+    from tts_utils.speculation.traces import load_trace_set
 
-    parser = OneLineParser(prog="python -m tts_utils.replay", description=main.__doc__)
+    parser = OneLineParser(prog="python -m tts_utils.speculation.replay", description=main.__doc__)
     parser.add_argument("trace_file", help="a JSON Lines trace file (.jsonl or .jsonl.gz) or one of the kit's run folders")
     parser.add_argument("--model", required=True, help="registry key of the model that wrote the traces")
     parser.add_argument("--budgets", default="1024,2048,4096,8192,16384", help="comma-separated output budgets")

@@ -81,7 +81,7 @@ def resolve_price(hardware: str, gpu_hour_usd: float = 0.0) -> Price:
     row = list_price(hardware)
     if row is None:
         known = ", ".join(r.device for r in LIST_PRICES)
-        raise ConfigError(f"no list price for {device_name(hardware)!r} in tts_utils/prices.py (known: {known}); "
+        raise ConfigError(f"no list price for {device_name(hardware)!r} in tts_utils/report/prices.py (known: {known}); "
                           "set gpu_hour_usd to its dollars per GPU-hour")
     return Price(row.usd_per_hour, f"{row.device} list price, {row.listed}, {row.source}")
 

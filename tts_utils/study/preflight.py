@@ -29,7 +29,7 @@ def trace_entries(config: StudyConfig) -> list[tuple[str, str, bool]]:
     model) or ``MODEL=PATH``. ``public:NAME`` / ``public?:NAME`` become their fetched local files
     (trace_fetch; an optional one that cannot be had is left out, with the reason printed);
     ``proxy:MODEL`` stays as it is."""
-    from tts_utils.trace_fetch import OPTIONAL, resolve_entry
+    from tts_utils.speculation.trace_fetch import OPTIONAL, resolve_entry
 
     entries = []
     for entry in config.trace_sets:
@@ -55,7 +55,7 @@ def trace_entries(config: StudyConfig) -> list[tuple[str, str, bool]]:
 def trace_source(key: str, config: StudyConfig):
     """The model source whose tokenizer reads ``key``'s traces: ``trace_tokenizer`` if given; for
     random-weight shapes (which carry the tiny tokenizer) the model's own from the hub."""
-    from tts_utils.model_source import ModelSource, resolve
+    from tts_utils.engine.model_source import ModelSource, resolve
     from tts_utils.models import get_model
 
     model = get_model(key)
@@ -98,7 +98,7 @@ def check_dataset(dataset: str) -> None:
 def check_inputs(config: StudyConfig, deep: bool = True) -> list[str]:
     """Check the study's inputs (module docstring); returns notes to show (token-count exceptions
     of the trace sets, missing model evidence). Raises ConfigError."""
-    from tts_utils.model_source import check_tokenizer_reachable
+    from tts_utils.engine.model_source import check_tokenizer_reachable
     from tts_utils.models import get_model
 
     check_dataset(config.dataset)
@@ -116,7 +116,7 @@ def check_inputs(config: StudyConfig, deep: bool = True) -> list[str]:
             notes.append(f"real traces {Path(path).name} will be skipped: {error}")
             continue
         if deep:
-            from tts_utils.traces import load_trace_set
+            from tts_utils.speculation.traces import load_trace_set
 
             trace_set = load_trace_set(path, get_model(key), source, config.dataset)
             notes += [f"{trace_set.name}: {note}" for note in trace_set.notes]

@@ -8,7 +8,7 @@ local cluster and stops it at the end; on a CPU-only machine that cluster declar
 retried (``MAX_RETRIES``) and the retry resumes from the run folder; a run that raises is recorded
 by ``on_failure`` and the others go on; Ctrl-C cancels every task and keeps what is on disk.
 Each attempt is logged in the run folder's ``placement.jsonl`` (node, GPUs, worker pid).
-Used by ``sweep.run_sweep`` (notebooks 01-03, ``python -m tts_utils.sweep``).
+Used by ``sweep.run_sweep`` (notebooks 01-03, ``python -m tts_utils.study.sweep``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tts_utils.paths import PACKAGE_DIR, REPO_ROOT, cache_dir, outputs_dir
 from tts_utils.store import append_record, read_records
 
 if TYPE_CHECKING:
-    from tts_utils.sweep import RunPlan
+    from tts_utils.study.sweep import RunPlan
 
 MAX_RETRIES = 2  # retries after a worker or node dies (not after an exception)
 CANCEL_GRACE_S = 20.0  # after Ctrl-C, time for tasks to stop their engines before they are killed

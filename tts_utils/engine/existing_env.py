@@ -26,11 +26,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tts_utils import vllm_compat
+from tts_utils.engine import vllm_compat
+from tts_utils.paths import REPO_ROOT
 
 ENGINE_PACKAGES = ("torch", "vllm")
 KIT_DISTRIBUTION = "tts-kit"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Run by a Python (the base or the new venv): its engine distributions and every distribution it sees.
 _INVENTORY = r"""
@@ -177,7 +177,7 @@ def setup(venv: Path, extras: tuple[str, ...] = ("dev",), allow_untested: bool |
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tts_utils.existing_env", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tts_utils.engine.existing_env", description=__doc__.split("\n\n")[0])
     parser.add_argument("--venv", type=Path, default=REPO_ROOT / ".venv", help="the venv to create (default .venv)")
     parser.add_argument("--no-dev", action="store_true", help="leave out the test and lint tools")
     args = parser.parse_args(argv)

@@ -24,13 +24,14 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from tts_utils import provenance, vllm_compat
+from tts_utils import provenance
 from tts_utils.config import ConfigError, StudyConfig
-from tts_utils.engine import VLLMServer
+from tts_utils.engine import vllm_compat
+from tts_utils.engine.runner import RequestSpec, counter_delta, make_client, read_counters, stream_one
+from tts_utils.engine.server import VLLMServer
 from tts_utils.intervals import interval
 from tts_utils.models import get_model
 from tts_utils.paths import acceptance_dir
-from tts_utils.runner import RequestSpec, counter_delta, make_client, read_counters, stream_one
 from tts_utils.store import (
     CorruptResultError,
     StudyLockedError,
@@ -41,7 +42,7 @@ from tts_utils.store import (
     study_lock,
 )
 
-EXTENSION = "tts_utils.worker_ext.SyntheticAcceptance"
+EXTENSION = "tts_utils.engine.worker_ext.SyntheticAcceptance"
 # What the sweep's runs are named by; a count of requests per length other than 1 (the first
 # reference sweeps') is added to it, so sweeps of different depth never resume into each other.
 SWEEP_ACCEPTANCE = "synthetic: break-even sweep"
@@ -61,7 +62,7 @@ def rates_for_length(length: float, spec_tokens: int) -> tuple[float, ...]:
 def plan_sweeps(config: StudyConfig) -> list:
     """One 03_spec plan per model, started at the first length's rates with the worker extension
     and the dev-mode RPC switched on. Raises ConfigError (including on CPU engines) before launch."""
-    from tts_utils.sweep import plan_runs
+    from tts_utils.study.sweep import plan_runs
 
     if not config.acceptance_lengths:
         raise ConfigError("acceptance_lengths is empty; give mean acceptance lengths such as [1.5, 2, 3, 6]")
@@ -303,11 +304,11 @@ def study_break_even(frame: pd.DataFrame, summary: pd.DataFrame, replays: pd.Dat
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tts_utils.acceptance_sweep [--profile P] [--set k=v]``: the sweep without Jupyter."""
+    """``python -m tts_utils.study.acceptance_sweep [--profile P] [--set k=v]``: the sweep without Jupyter."""
     from tts_utils.cli import fail
     from tts_utils.pipeline import study_config, study_parser
 
-    args = study_parser("python -m tts_utils.acceptance_sweep", main.__doc__).parse_args(argv)
+    args = study_parser("python -m tts_utils.study.acceptance_sweep", main.__doc__).parse_args(argv)
     try:
         print(run_sweeps(study_config(args)).to_string(index=False))
     except (ConfigError, StudyLockedError, CorruptResultError) as error:

@@ -17,7 +17,8 @@ from dataclasses import replace
 
 import pandas as pd
 
-from tts_utils.analysis import (
+from tts_utils.intervals import configuration_intervals
+from tts_utils.report.analysis import (
     CLAIMS,
     UNKNOWN,
     claim_accuracy_flattens,
@@ -26,8 +27,7 @@ from tts_utils.analysis import (
     claim_speculation_faster,
     claim_tp_diminishing,
 )
-from tts_utils.intervals import configuration_intervals
-from tts_utils.modelled import EVIDENCE_MEASURED, Modelled
+from tts_utils.report.modelled import EVIDENCE_MEASURED, Modelled
 
 REAL_TRACES, MEASURED, MODELLED = "real traces", "measured", "modelled"
 

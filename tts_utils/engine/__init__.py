@@ -1,0 +1,1 @@
+"""The engine layer: starting vLLM, talking to it, what it loads, what it may reach into."""

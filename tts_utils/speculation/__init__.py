@@ -1,0 +1,1 @@
+"""Speculative decoding without an engine: real trace sets, n-gram replay, step costs."""
