@@ -4,7 +4,7 @@
 One engine per process (offline ``LLM`` API, random weights, token-id prompts, greedy,
 ``VLLM_BATCH_INVARIANT=1`` set by the caller). It runs N prompts at once (the kit's batched pass),
 then the first few prompts alone (the kit's batch-1 check) and compares every token, as
-``sweep.verify_batch_invariance`` does, and times a lone request (what the check costs).
+``session.verify_batch_invariance`` does, and times a lone request (what the check costs).
 Settings come from the command line: ``--cudagraph-mode``, ``--enforce-eager``; environment
 variables such as ``VLLM_USE_BREAKABLE_CUDAGRAPH=1`` are the caller's. Used by
 ``benchmarks/gpu_step_costs.sh``'s second round; not used by the notebooks.

@@ -14,15 +14,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tts_utils.cli import resolve_parameters
 from tts_utils.config import ConfigError, StudyConfig
 from tts_utils.engine.random_weights import MARKER_FILE, write_random_weights
 from tts_utils.grading import GradeItem, grade_in_process
 from tts_utils.models import get_model
 from tts_utils.paths import REPO_ROOT
-from tts_utils.pipeline import resolve_parameters
 from tts_utils.store import read_records
+from tts_utils.study import plan as plan_module
 from tts_utils.study import sweep
 from tts_utils.study.budget_forcing import FORCED_FILE, continuation, forced_request_id, forcing_suffix
+from tts_utils.study.plan import plan_runs
 
 REFERENCE_RUNS = REPO_ROOT / "reference_results" / "runs"
 
@@ -92,12 +94,12 @@ def test_a_continuation_starts_exactly_at_the_budget(tiny_model_path: Path) -> N
 def test_cut_keeps_the_reference_run_names_and_force_changes_them(monkeypatch: pytest.MonkeyPatch) -> None:
     """The h200-realistic greedy runs re-planned here on the CPU keep their folder names under cut
     (budget_mode left out or given), and every stored identity still hashes to its folder name."""
-    monkeypatch.setattr(sweep, "check_memory", lambda *args, **kwargs: None)  # 14B does not fit this machine
+    monkeypatch.setattr(plan_module, "check_memory", lambda *args, **kwargs: None)  # 14B does not fit this machine
     names = {p.name for p in (REFERENCE_RUNS / "h200-realistic").iterdir()}
     for overrides in ({}, {"budget_mode": "cut", "force_answer_tokens": 64}):
-        plans = sweep.plan_runs(resolve_parameters("h200-realistic", overrides)[1], "01_greedy")[0]
+        plans = plan_runs(resolve_parameters("h200-realistic", overrides)[1], "01_greedy")[0]
         assert len(plans) == 3 and all(plan.run_name in names for plan in plans), [p.run_name for p in plans]
-    forced = sweep.plan_runs(resolve_parameters("h200-realistic", {"budget_mode": "force"})[1], "01_greedy")[0]
+    forced = plan_runs(resolve_parameters("h200-realistic", {"budget_mode": "force"})[1], "01_greedy")[0]
     assert not {plan.run_name for plan in forced} & names
     assert forced[0].identity()["budget_mode"] == "force" and forced[0].identity()["force_answer_tokens"] == 32
     for run_file in sorted(REFERENCE_RUNS.glob("*/*/run.json")):
@@ -111,7 +113,7 @@ def test_budget_forcing_on_the_cpu_engine_with_a_local_random_weight_folder(rand
     config = StudyConfig.create(study="forcing", model="tiny-draft", model_paths=[f"tiny-draft={random_tiny_draft}"],
                                 dataset="builtin", num_problems=3, budgets=[8, 24], budget_mode="force",
                                 force_answer_tokens=6, cpu_kv_cache_gib=1)
-    plan = sweep.plan_runs(config, "01_greedy")[0][0]
+    plan = plan_runs(config, "01_greedy")[0][0]
     assert plan.source.engine_path == str(random_tiny_draft) and plan.engine.load_format == "auto"
     assert sweep.run_sweep(config, "01_greedy")["outcome"].tolist() == ["completed"]
     folder = plan.folder()

@@ -13,7 +13,7 @@ import pytest
 from tts_utils.config import ConfigError, StudyConfig, read_profile
 from tts_utils.hardware import GPU, Hardware
 from tts_utils.paths import PARAMS_DIR, REPO_ROOT
-from tts_utils.study.sweep import plan_runs
+from tts_utils.study.plan import plan_runs
 
 CPU_2 = Hardware("test cpu", 2, 24.0)
 GPU_2 = Hardware("test cpu", 16, 128.0, gpus=(GPU(0, "H200", 139.0), GPU(1, "H200", 139.0)))

@@ -10,9 +10,9 @@ from itertools import combinations
 import numpy as np
 import pytest
 
+from tts_utils.cli import resolve_parameters
 from tts_utils.config import StudyConfig
 from tts_utils.paths import study_dir
-from tts_utils.pipeline import resolve_parameters
 from tts_utils.store import RunFolder, append_record, atomic_write_json
 from tts_utils.study.estimate import (
     BATCH_INVARIANT_SLOWDOWN,

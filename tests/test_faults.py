@@ -18,7 +18,8 @@ from tts_utils.config import ConfigError, StudyConfig
 from tts_utils.engine.server import EngineConfig, EngineStartError, VLLMServer, process_group_alive
 from tts_utils.paths import REPO_ROOT
 from tts_utils.store import StudyLockedError, read_records
-from tts_utils.study.sweep import SweepError, plan_runs, run_sweep
+from tts_utils.study.plan import plan_runs
+from tts_utils.study.sweep import SweepError, run_sweep
 
 pytestmark = pytest.mark.engine
 

@@ -31,7 +31,7 @@ def test_grid_parameters_are_checked_before_anything_starts() -> None:
 
 
 def test_the_latency_subset_is_seeded_and_every_plan_shares_it(math500_path) -> None:
-    from tts_utils.study.sweep import BATCHED_METHOD, plan_runs
+    from tts_utils.study.plan import BATCHED_METHOD, plan_runs
 
     config = _grid(math500_path)
     greedy, _ = plan_runs(config, "01_greedy")
@@ -48,7 +48,8 @@ def test_the_latency_subset_is_seeded_and_every_plan_shares_it(math500_path) -> 
 
 def test_a_failed_batch_check_makes_latency_runs_measure_every_problem(math500_path) -> None:
     """The fallback decision, from what the batched pass's folder records."""
-    from tts_utils.study.sweep import latency_scope, plan_runs
+    from tts_utils.study.plan import plan_runs
+    from tts_utils.study.results import latency_scope
 
     batched, latency = plan_runs(_grid(math500_path), "01_greedy")[0]
     assert latency_scope(latency, latency.folder()) == (
@@ -94,12 +95,12 @@ def test_break_even_sweeps_of_different_depth_never_share_a_run(monkeypatch) -> 
     reference sweeps were measured at (their run names stay); more than the study has is refused.
     Planned as if on a GPU: the planning does not touch the engine."""
     import tts_utils.engine.server
-    import tts_utils.study.sweep
+    import tts_utils.study.plan
     from tts_utils.hardware import GPU, Hardware
     from tts_utils.study.acceptance_sweep import plan_sweeps, sweep_problems
 
     gpu = Hardware("test cpu", 16, 128.0, gpus=(GPU(0, "H200", 139.0),))
-    monkeypatch.setattr(tts_utils.study.sweep, "detect", lambda: gpu)
+    monkeypatch.setattr(tts_utils.study.plan, "detect", lambda: gpu)
     monkeypatch.setattr(tts_utils.engine.server, "detect", lambda: gpu)
 
     def plan(**values):
@@ -119,7 +120,7 @@ def test_break_even_sweeps_of_different_depth_never_share_a_run(monkeypatch) -> 
 def test_a_draft_with_another_vocabulary_size_gets_vllms_heterogeneous_vocabulary(math500_path) -> None:
     """R1-Distill 1.5B pads to 151,936 rows and 7B to 152,064 over one tokenizer: vLLM refuses
     that pair for draft_model unless use_heterogeneous_vocab is set, so the kit sets it."""
-    from tts_utils.study.sweep import plan_runs
+    from tts_utils.study.plan import plan_runs
 
     config = StudyConfig.create(model="7b", load_format="dummy", spec_method="draft_model", draft_model="1.5b",
                                 dataset=str(math500_path), num_problems=1, budgets=[64], dry_run=True)
@@ -136,7 +137,8 @@ def test_batched_pass_subset_latency_and_prediction_check_on_the_cpu_engine(math
     greedy latency run's step-cost check is held to 0.1% (CPU chunk timing is bursty), misses, and
     the run measures every problem in the same engine. 03: with a loose tolerance the n-gram run
     measures 4 problems and predicts the other 2 from the batched tokens, replayed."""
-    from tts_utils.study.sweep import plan_runs, run_sweep
+    from tts_utils.study.plan import plan_runs
+    from tts_utils.study.sweep import run_sweep
 
     strict = _grid(math500_path, prediction_tolerance=0.001)
     batched, latency = plan_runs(strict, "01_greedy")[0]

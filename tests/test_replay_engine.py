@@ -75,7 +75,8 @@ def test_draft_model_speculation_runs_on_the_cpu_engine(math500_path) -> None:
     import pandas as pd
 
     from tts_utils.config import StudyConfig
-    from tts_utils.study.sweep import plan_runs, run_sweep
+    from tts_utils.study.plan import plan_runs
+    from tts_utils.study.sweep import run_sweep
 
     config = StudyConfig.create(study="draft", dataset=str(math500_path), num_problems=2, budgets=[32, 64],
                                 spec_method="draft_model", draft_model="tiny", spec_tokens=3, cpu_kv_cache_gib=1,
@@ -115,7 +116,8 @@ def test_eagle3_speculation_runs_on_the_cpu_engine(math500_path) -> None:
     import pandas as pd
 
     from tts_utils.config import StudyConfig
-    from tts_utils.study.sweep import plan_runs, run_sweep
+    from tts_utils.study.plan import plan_runs
+    from tts_utils.study.sweep import run_sweep
 
     config = StudyConfig.create(study="eagle3", dataset=str(math500_path), num_problems=2, budgets=[32, 64],
                                 load_format="dummy", spec_method="eagle3", spec_tokens=3, cpu_kv_cache_gib=1,
@@ -141,7 +143,8 @@ def test_a_smaller_draft_model_drafts_for_the_tiny_model_on_the_cpu_engine(math5
 
     from tts_utils.config import StudyConfig
     from tts_utils.store import read_records
-    from tts_utils.study.sweep import PROBE_PRESENCE_PENALTY, plan_runs, run_sweep
+    from tts_utils.study.plan import PROBE_PRESENCE_PENALTY, plan_runs
+    from tts_utils.study.sweep import run_sweep
 
     config = StudyConfig.create(study="small-draft", dataset=str(math500_path), num_problems=2, budgets=[32, 64],
                                 load_format="dummy", spec_method="draft_model", draft_model="tiny-draft",

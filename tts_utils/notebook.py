@@ -23,7 +23,7 @@ from tts_utils.models import get_model
 from tts_utils.paths import NOTEBOOKS_DIR, outputs_dir
 from tts_utils.progress import quiet_library_bars
 from tts_utils.store import load_study
-from tts_utils.study.sweep import plan_runs
+from tts_utils.study.plan import plan_runs
 
 quiet_library_bars()
 

@@ -17,7 +17,6 @@ landing page. Used by the Makefile.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shlex
@@ -29,24 +28,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-import yaml
-
-from tts_utils.cli import fail
-from tts_utils.config import ConfigError, StudyConfig, read_profile
+from tts_utils.cli import default_profile, fail, parse_overrides, resolve_parameters, study_parser
+from tts_utils.config import ConfigError
 from tts_utils.engine import vllm_compat
 from tts_utils.engine.tiny_model import PLUMBING_WARNING
-from tts_utils.hardware import detect
 from tts_utils.notebook import SYSTEM_ONLY_WARNING
 from tts_utils.paths import NOTEBOOKS_DIR, profile_path, reports_dir, study_dir
 from tts_utils.store import atomic_write_json, read_json
 from tts_utils.study.preflight import check_inputs
 
 CHAIN = ("00_setup", "01_greedy", "02_tp", "03_spec", "04_analysis")
-
-
-def default_profile() -> str:
-    """``paper`` when an NVIDIA GPU is visible, else the embedded default ``smoke``."""
-    return "paper" if detect().accelerator == "gpu" else "smoke"
 
 
 def notebook_path(name: str) -> Path:
@@ -61,53 +52,6 @@ def declared_parameters(name: str) -> dict[str, Any]:
     import papermill
 
     return papermill.inspect_notebook(str(notebook_path(name)))
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs; values are read as YAML (``[1024, 4096]``, ``true``, ``14b``)."""
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set takes key=value, got {pair!r}")
-        key = key.strip()
-        if key in {"model", "study", "dataset"}:
-            overrides[key] = value
-            continue
-        try:
-            loaded = yaml.safe_load(value)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"--set {pair!r}: the value is not valid YAML ({getattr(error, 'problem', None) or error}); "
-                              "lists are written [a, b], text with spaces or ':' in quotes") from None
-        if "#" in value and "#" not in yaml.safe_dump(loaded):
-            # YAML reads " #..." as a comment and would drop the rest of the value without a word.
-            raise ConfigError(f"--set {pair!r}: '#' starts a YAML comment and would cut the value; "
-                              f"quote it: {key}='\"{value}\"'")
-        overrides[key] = loaded
-    return overrides
-
-
-def study_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
-    """A command-line parser with the ``--profile`` and ``--set`` options of every command that
-    runs a study (this module, sweep, acceptance_sweep, estimate)."""
-    from tts_utils.cli import OneLineParser
-
-    parser = OneLineParser(prog=prog, description=description)
-    parser.add_argument("--profile", default="auto", help="smoke, paper, a YAML path, or auto (default)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    return parser
-
-
-def study_config(args: argparse.Namespace) -> StudyConfig:
-    """The checked configuration that ``--profile`` and ``--set`` give. Raises ConfigError."""
-    return resolve_parameters(args.profile, parse_overrides(args.overrides))[1]
-
-
-def resolve_parameters(profile: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], StudyConfig]:
-    """Profile values with overrides on top, checked as a whole."""
-    name = default_profile() if profile == "auto" else profile
-    values = {**read_profile(profile_path(name)), **overrides}
-    return values, StudyConfig.create(**values)
 
 
 # Rendered reports: a wide table or a long line scrolls inside its output instead of running off the page.

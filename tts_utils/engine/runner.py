@@ -43,7 +43,7 @@ class SamplingConfig:
     top_p: float = 1.0
     seed: int = 0
     ignore_eos: bool = False  # system-only mode: random weights, so every request runs to its budget
-    # Only the no-draft probe sets it (sweep.PROBE_PRESENCE_PENALTY): greedy random-weight output
+    # Only the no-draft probe sets it (plan.PROBE_PRESENCE_PENALTY): greedy random-weight output
     # then stops repeating itself, so n-gram look-up finds no draft.
     presence_penalty: float = 0.0
 

@@ -16,7 +16,7 @@ import pandas as pd
 from tts_utils.models import get_model
 from tts_utils.paths import study_dir
 from tts_utils.store import RunFolder, StudyResults
-from tts_utils.study.sweep import BATCHED_METHOD
+from tts_utils.study.plan import BATCHED_METHOD
 
 
 def _span_s(study: str, run_name: str) -> float:

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from tts_utils import provenance
+from tts_utils.cli import study_config, study_parser
 from tts_utils.config import ConfigError, StudyConfig
 from tts_utils.engine import vllm_compat
 from tts_utils.engine.runner import RequestSpec, counter_delta, make_client, read_counters, stream_one
@@ -62,7 +63,7 @@ def rates_for_length(length: float, spec_tokens: int) -> tuple[float, ...]:
 def plan_sweeps(config: StudyConfig) -> list:
     """One 03_spec plan per model, started at the first length's rates with the worker extension
     and the dev-mode RPC switched on. Raises ConfigError (including on CPU engines) before launch."""
-    from tts_utils.study.sweep import plan_runs
+    from tts_utils.study.plan import plan_runs
 
     if not config.acceptance_lengths:
         raise ConfigError("acceptance_lengths is empty; give mean acceptance lengths such as [1.5, 2, 3, 6]")
@@ -306,7 +307,6 @@ def study_break_even(frame: pd.DataFrame, summary: pd.DataFrame, replays: pd.Dat
 def main(argv: list[str] | None = None) -> int:
     """``python -m tts_utils.study.acceptance_sweep [--profile P] [--set k=v]``: the sweep without Jupyter."""
     from tts_utils.cli import fail
-    from tts_utils.pipeline import study_config, study_parser
 
     args = study_parser("python -m tts_utils.study.acceptance_sweep", main.__doc__).parse_args(argv)
     try:

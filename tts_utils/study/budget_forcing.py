@@ -99,7 +99,7 @@ def forced_record(record, spec: RequestSpec, budget: int, problem_prompt_tokens:
 def run_forcing(client, base_url: str, plan, records: list[dict], target, done: set[str],
                 on_request: Callable[[], None] | None = None) -> int:
     """Send the continuations not yet in ``target`` (forced.jsonl) at the run's concurrency and
-    sampling; returns how many ran. ``plan`` is a sweep.RunPlan with ``force_answer_tokens`` > 0."""
+    sampling; returns how many ran. ``plan`` is a plan.RunPlan with ``force_answer_tokens`` > 0."""
     from tts_utils.engine.model_source import load_tokenizer
     from tts_utils.engine.runner import run_requests
     from tts_utils.store import append_record

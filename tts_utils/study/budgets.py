@@ -2,7 +2,7 @@
 
 A request run once at the largest budget ``B`` contains every smaller budget ``L``: under greedy
 decoding its first ``L`` tokens are what ``max_tokens=L`` returns, and the ``L``-th token's arrival
-time is when that shorter request would have finished. ``sweep.verify_one_pass`` checks the
+time is when that shorter request would have finished. ``session.verify_one_pass`` checks the
 premise on the live engine and falls back to separate runs where it fails. Used by sweep.py.
 """
 

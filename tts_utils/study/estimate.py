@@ -24,14 +24,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from tts_utils.cli import study_config, study_parser
 from tts_utils.data import resolve_source
 from tts_utils.paths import BUILTIN_PROBLEMS_FILE, study_dir
-from tts_utils.study.sweep import BATCHED_METHOD, spec_method_label
+from tts_utils.study.plan import BATCHED_METHOD, spec_method_label
 
 if TYPE_CHECKING:
     from tts_utils.config import StudyConfig
     from tts_utils.hardware import Hardware
-    from tts_utils.study.sweep import RunPlan
+    from tts_utils.study.plan import RunPlan
 
 # ms per output token at concurrency 1: the kit's mean e2e latency / tokens (TTFT included), H200,
 # bf16, vLLM 0.26.0. TP 1: reference_results/runs/h200-realistic (greedy, 1K/2K); TP 2/4:
@@ -74,7 +75,7 @@ LENGTH_STAND_IN = {"14b": "7b", "s1.1-1.5b": "1.5b", "s1.1-7b": "7b", "s1.1-14b"
 # Other speculation methods: 1.0 (not measured).
 NGRAM_LATENCY_FACTOR = {"1.5b": 1.47, "7b": 1.07, "14b": 1.07}
 GRADE_S_PER_ITEM = 0.03  # math-verify + decode per output and budget, measured on 1.5B traces, 1 CPU core
-ONE_PASS_CHECK_REQUESTS = 2  # sweep.verify_one_pass: re-runs at the smallest budget
+ONE_PASS_CHECK_REQUESTS = 2  # session.verify_one_pass: re-runs at the smallest budget
 BATCH_CHECK_REQUESTS = 3  # the batched pass re-runs this many problems at concurrency 1
 PROBE_REQUESTS, PROBE_MAX_TOKENS = 2, 1024  # the n-gram run's no-draft probes (sweep.py)
 # A speculative step without a draft / a plain step, H200 (reference_results/runs/h200-realistic).
@@ -219,7 +220,7 @@ def _run(config: StudyConfig, node: Node, notebook: str, key: str, method: str, 
         smallest = min(config.budgets)
         extra_s = ONE_PASS_CHECK_REQUESTS * expected_tokens(key, smallest, upper_bound) * ms_per_token(key, size) / 1e3
     if method.startswith("ngram"):
-        # The first probe runs to the largest budget (sweep.probe_specs); no-draft steps cost more than plain ones.
+        # The first probe runs to the largest budget (plan.RunPlan.probe_specs); no-draft steps cost more than plain ones.
         probe_tokens = budget + (PROBE_REQUESTS - 1) * min(budget, PROBE_MAX_TOKENS)
         extra_s += probe_tokens * ms_per_token(key, size) * NO_DRAFT_STEP_FACTOR.get(key.removeprefix("s1.1-"), 1.0) / 1e3
     graded = 0 if config.system_only else requests * len(config.budgets)
@@ -261,7 +262,7 @@ def _method_label(config: StudyConfig) -> str:
 def _list_schedule(runs: list[EstimatedRun], gpus: int, start_s: float) -> list[dict]:
     """Each run in turn on the aligned block of k GPUs that is free first (pairs for TP 2, all
     four for TP 4), starting when all k are free and, for a latency run, when its model's batched
-    pass has ended (the subset's prediction needs that pass's tokens; sweep.latency_scope)."""
+    pass has ended (the subset's prediction needs that pass's tokens; results.latency_scope)."""
     free_at, placed, passes_end = [start_s] * gpus, [], {}
     for run in sorted(runs, key=lambda r: r.role != "accuracy"):  # stable: passes first, order kept
         width = min(run.tensor_parallel_size, gpus)
@@ -504,7 +505,6 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from tts_utils.config import ConfigError
-    from tts_utils.pipeline import study_config, study_parser
 
     parser = study_parser("python -m tts_utils.study.estimate", main.__doc__)
     parser.add_argument("--reference", action="store_true", help="estimate for the reference node, 4x H200")

@@ -26,7 +26,7 @@ from tts_utils.paths import PACKAGE_DIR, REPO_ROOT, cache_dir, outputs_dir
 from tts_utils.store import append_record, read_records
 
 if TYPE_CHECKING:
-    from tts_utils.study.sweep import RunPlan
+    from tts_utils.study.plan import RunPlan
 
 MAX_RETRIES = 2  # retries after a worker or node dies (not after an exception)
 CANCEL_GRACE_S = 20.0  # after Ctrl-C, time for tasks to stop their engines before they are killed
