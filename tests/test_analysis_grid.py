@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from tts_utils.paths import acceptance_dir, study_dir
+from tts_utils.report.estimate_check import estimate_vs_actual
 from tts_utils.report.figures import break_even_curves
 from tts_utils.report.grid import batched_passes, latency_checks
 from tts_utils.store import RunFolder, append_record, atomic_write_json, atomic_write_text, file_sha256, load_study
@@ -23,7 +24,6 @@ from tts_utils.study.acceptance_sweep import (
     real_trace_acceptance,
     study_break_even,
 )
-from tts_utils.study.estimate import estimate_vs_actual
 
 STUDY = "synthetic"
 

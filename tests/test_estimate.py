@@ -13,8 +13,10 @@ import pytest
 from tts_utils.cli import resolve_parameters
 from tts_utils.config import StudyConfig
 from tts_utils.paths import study_dir
+from tts_utils.report.estimate_check import estimate_vs_actual
 from tts_utils.store import RunFolder, append_record, atomic_write_json
-from tts_utils.study.estimate import (
+from tts_utils.study.estimate import estimate_study, write_estimate
+from tts_utils.study.run_costs import (
     BATCH_INVARIANT_SLOWDOWN,
     BATCHED_ENGINE_START_S,
     ENGINE_START_S,
@@ -25,12 +27,9 @@ from tts_utils.study.estimate import (
     NO_DRAFT_STEP_FACTOR,
     REFERENCE_NODE,
     EstimatedRun,
-    estimate_study,
-    estimate_vs_actual,
     expected_tokens,
     ms_per_token,
     place,
-    write_estimate,
 )
 
 BUDGETS = [1024, 2048, 4096, 8192, 16384]

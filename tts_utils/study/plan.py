@@ -32,6 +32,8 @@ NOTEBOOK_METHODS = {"01_greedy": "baseline", "02_tp": "baseline", "03_spec": "ng
 BATCHED_METHOD = "baseline-batched"
 # Problems re-run at concurrency 1 in the batched pass's engine to check its tokens are batch-1 tokens.
 BATCH_CHECK_PROBLEMS = 3
+# Problems re-run at the smallest budget to check one pass at the largest derives the others.
+ONE_PASS_CHECK_PROBLEMS = 2
 # System-only n-gram runs also time steps that find no draft. Random-weight greedy output loops (a
 # draft at nearly every step); a presence penalty stops the repeats, so n-gram look-up finds nothing
 # to match while decoding stays greedy, as in the paper (README: what a step costs, and why). These

@@ -30,7 +30,13 @@ from tts_utils.store import (
     read_records,
 )
 from tts_utils.study import budget_forcing
-from tts_utils.study.plan import BATCH_CHECK_PROBLEMS, PROBE_PRESENCE_PENALTY, WARMUP_TOKENS, RunPlan
+from tts_utils.study.plan import (
+    BATCH_CHECK_PROBLEMS,
+    ONE_PASS_CHECK_PROBLEMS,
+    PROBE_PRESENCE_PENALTY,
+    WARMUP_TOKENS,
+    RunPlan,
+)
 from tts_utils.study.results import latency_scope, prediction_check
 
 
@@ -65,7 +71,8 @@ def _rerun_alone(client, server: VLLMServer, plan: RunPlan, records: list[dict],
     return checked, mismatches
 
 
-def verify_one_pass(client, server: VLLMServer, plan: RunPlan, records: list[dict], problems: int = 2) -> dict:
+def verify_one_pass(client, server: VLLMServer, plan: RunPlan, records: list[dict],
+                    problems: int = ONE_PASS_CHECK_PROBLEMS) -> dict:
     """Re-run a few problems at the smallest budget and compare with the long run's prefix."""
     budget = min(plan.budgets)
     checked, mismatches = _rerun_alone(client, server, plan, records, problems, "check", budget)
