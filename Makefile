@@ -35,7 +35,7 @@ else
 	@# The CPU build pulls CUDA torchvision/torchaudio/torchcodec, which break model imports beside CPU torch.
 	@if [ "$(ENGINE)" = cpu ]; then $(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec; fi
 endif
-	@$(PY) -m tts_utils.engine.vllm_compat
+	@$(PY) -m tts_utils vllm_compat
 	touch $@
 
 reproduce: setup  ## run 00 -> 04 with papermill and render HTML reports (PROFILE=...)
@@ -43,7 +43,7 @@ reproduce: setup  ## run 00 -> 04 with papermill and render HTML reports (PROFIL
 
 setup-report: setup  ## 00_setup: inventory, reachability, the plan and its time and cost estimate
 	$(PIPELINE) run 00_setup --profile $(PROFILE) $(SET)
-	$(PY) -m tts_utils.study.estimate --profile $(PROFILE) $(SET)
+	$(PY) -m tts_utils estimate --profile $(PROFILE) $(SET)
 
 greedy: setup  ## 01_greedy: baseline at TP=1
 	$(PIPELINE) run 01_greedy --profile $(PROFILE) $(SET)

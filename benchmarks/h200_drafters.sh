@@ -13,7 +13,7 @@ for tree in runs acceptance; do
   mkdir -p "$TTS_OUTPUTS_DIR/$tree" && cp -rn "reference_results/$tree/h200-realistic" "$TTS_OUTPUTS_DIR/$tree/"
 done
 breakeven() {
-  python3 -m tts_utils.study.acceptance_sweep --profile params/h200-realistic.yaml --set "$LENGTHS" --set "$REQUESTS" "$@"
+  python3 -m tts_utils acceptance_sweep --profile params/h200-realistic.yaml --set "$LENGTHS" --set "$REQUESTS" "$@"
   local rc=$?; echo "== break-even $* -> $rc"; return $rc
 }
 breakeven --set model=7b,14b --set spec_method=draft_model --set draft_model=1.5b "$@"

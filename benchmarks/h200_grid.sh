@@ -12,11 +12,11 @@ set -u
 GRID=params/h200-grid.yaml
 LENGTHS="acceptance_lengths=[1.25,1.5,2.0,3.0,4.5,6.0]"
 REQUESTS="acceptance_requests=1"  # as the reference sweeps were measured
-python3 -m tts_utils.study.estimate --profile $GRID --write "$@"; echo "== estimate -> $?"
-python3 -m tts_utils.study.sweep 01_greedy --profile $GRID --set model=1.5b "$@"; echo "== grid 1.5b -> $?"
-python3 -m tts_utils.study.sweep 01_greedy --profile $GRID --set model=7b,14b --only baseline-batched "$@"; echo "== grid batched 7b,14b -> $?"
+python3 -m tts_utils estimate --profile $GRID --write "$@"; echo "== estimate -> $?"
+python3 -m tts_utils sweep 01_greedy --profile $GRID --set model=1.5b "$@"; echo "== grid 1.5b -> $?"
+python3 -m tts_utils sweep 01_greedy --profile $GRID --set model=7b,14b --only baseline-batched "$@"; echo "== grid batched 7b,14b -> $?"
 mkdir -p "$TTS_OUTPUTS_DIR/runs" && cp -rn reference_results/runs/h200-realistic "$TTS_OUTPUTS_DIR/runs/"
-breakeven() { python3 -m tts_utils.study.acceptance_sweep --profile params/h200-realistic.yaml --set "$LENGTHS" --set "$REQUESTS" "$@"; echo "== break-even $* -> $?"; }
+breakeven() { python3 -m tts_utils acceptance_sweep --profile params/h200-realistic.yaml --set "$LENGTHS" --set "$REQUESTS" "$@"; echo "== break-even $* -> $?"; }
 breakeven
 breakeven --set model=7b,14b --set spec_method=draft_model --set draft_model=1.5b
 echo "== all done"

@@ -6,7 +6,7 @@
 set -u
 RATES_15B="0.403,0.23,0.154,0.111,0.085 @ replay of r1-distill-qwen-1.5b.math500-first100.t0.6.jsonl"
 RATES_7B="0.386,0.214,0.14,0.102,0.075 @ replay of r1-distill-qwen-7b.math500-first20.t0.6.jsonl"
-sweep() { python3 -m tts_utils.study.sweep "$@" --profile params/h200-realistic.yaml; echo "== $* -> $?"; }
+sweep() { python3 -m tts_utils sweep "$@" --profile params/h200-realistic.yaml; echo "== $* -> $?"; }
 for model in 1.5b 7b 14b; do
   rates=$RATES_7B; [ "$model" = 1.5b ] && rates=$RATES_15B
   sweep 01_greedy --set model=$model

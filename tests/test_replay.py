@@ -63,7 +63,7 @@ def test_missing_and_empty_trace_files(tmp_path, math500_path, r1_source) -> Non
 
 
 def test_shipped_7b_traces_pinned(traces_dir, math500_path, r1_source) -> None:
-    """Pinned once with `python -m tts_utils.speculation.replay` (k=5, look-up 1..4, vLLM's own matcher):
+    """Pinned once with `python -m tts_utils replay` (k=5, look-up 1..4, vLLM's own matcher):
     tokens per step, no-draft share and per-position acceptance at 16K; the looping trace included."""
     trace_set = load_trace_set(traces_dir / R7, get_model("7b"), r1_source, str(math500_path))
     assert len(trace_set.traces) == 20 and trace_set.sampling["temperature"] == 0.6

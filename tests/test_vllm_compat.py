@@ -94,7 +94,7 @@ def test_version_range(version: str, in_range: bool) -> None:
     ((), {"config/speculative.py": "num_speculative_tokens = prompt_lookup_min = prompt_lookup_max = method = 0\n"},
      {"spec_method": "draft_model", "draft_model": "tiny", "acceptance_lengths": [2.0]},
      "vllm 0.30.0 lacks the heterogeneous draft vocabulary that 03_spec draft_model uses: "
-     "vllm/config/speculative.py has no use_heterogeneous_vocab (and 1 more: python -m tts_utils.engine.vllm_compat)"),
+     "vllm/config/speculative.py has no use_heterogeneous_vocab (and 1 more: python -m tts_utils vllm_compat)"),
 ])
 def test_a_missing_internal_is_one_line_naming_the_version_and_what_is_missing(
         tmp_path: Path, skip: tuple[str, ...], override: dict[str, str], config: dict | None, message: str) -> None:

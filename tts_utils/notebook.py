@@ -14,10 +14,10 @@ from pathlib import Path
 import pandas as pd
 
 from tts_utils import provenance
+from tts_utils.banners import PLUMBING_WARNING, SYSTEM_ONLY_WARNING, shout
 from tts_utils.config import StudyConfig
 from tts_utils.data import load_problems, resolve_source
 from tts_utils.engine.model_source import load_tokenizer, resolve
-from tts_utils.engine.tiny_model import PLUMBING_WARNING
 from tts_utils.hardware import Hardware
 from tts_utils.models import get_model
 from tts_utils.paths import NOTEBOOKS_DIR, outputs_dir
@@ -36,17 +36,13 @@ READER_COLUMNS = ["model", "method", "acceptance", "tensor_parallel_size", "budg
                   "cost_gpu_s_per_token", "energy_j_per_token", "spec_acceptance_rate", "spec_mean_acceptance_length",
                   "budget_mode"]
 
-SYSTEM_ONLY_WARNING = (
-    "SYSTEM-ONLY MODE: real architectures with random weights (load_format: dummy). Latency and cost "
-    "are those of the architecture on this hardware; accuracy is not computed."
-)
 
 
 def banner(config: StudyConfig) -> None:
     """Say loudly when the numbers cannot be read as science."""
     for flag, text in (("tiny" in config.model_keys, PLUMBING_WARNING), (config.system_only, SYSTEM_ONLY_WARNING)):
         if flag:
-            print("!" * 100 + f"\n!! {text}\n" + "!" * 100)
+            print(shout(text))
 
 
 def inventory(hardware: Hardware) -> pd.DataFrame:

@@ -18,7 +18,6 @@ landing page. Used by the Makefile.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import sys
 import time
@@ -28,12 +27,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from tts_utils.banners import PLUMBING_WARNING, SYSTEM_ONLY_WARNING, shout
 from tts_utils.cli import default_profile, fail, parse_overrides, resolve_parameters, study_parser
 from tts_utils.config import ConfigError
 from tts_utils.engine import vllm_compat
-from tts_utils.engine.tiny_model import PLUMBING_WARNING
-from tts_utils.notebook import SYSTEM_ONLY_WARNING
 from tts_utils.paths import NOTEBOOKS_DIR, profile_path, reports_dir, study_dir
+from tts_utils.progress import strip_ansi
+from tts_utils.report.landing import write_landing_page
 from tts_utils.store import atomic_write_json, read_json
 from tts_utils.study.preflight import check_inputs
 
@@ -60,7 +60,6 @@ REPORT_CSS = """<style>
 .jp-RenderedText pre, .jp-OutputArea-output pre { white-space: pre-wrap; overflow-wrap: anywhere; }
 </style>
 """
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def render_html(executed: Path) -> Path:
@@ -215,7 +214,7 @@ def run_notebook(name: str, values: dict[str, Any], study: str, log: ChainLog | 
         except Exception as error:
             if isinstance(error, PapermillExecutionError):
                 summary = f"{name} failed in cell {error.exec_count} ({error.ename}: {error.evalue})"
-                details = _ANSI.sub("", "\n".join(error.traceback))
+                details = strip_ansi("\n".join(error.traceback))
             else:  # the kernel died, did not start in time, or papermill itself failed
                 first_line = str(error).splitlines()[0] if str(error) else ""
                 summary = f"{name} failed outside its cells ({type(error).__name__}: {first_line})"
@@ -255,7 +254,6 @@ def _record_chain(study: str, record: dict) -> None:
 
 def _landing_page(study: str, log: ChainLog) -> Path | None:
     """Rewrite the study's index.html; a failure here is logged, never hides the chain's outcome."""
-    from tts_utils.report.landing import write_landing_page
 
     try:
         return write_landing_page(study)
@@ -307,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                               "notebooks": {}}
     warning = PLUMBING_WARNING if "tiny" in config.model_keys else SYSTEM_ONLY_WARNING if config.system_only else ""
     if warning:
-        print(f"\n{'!' * 100}\n!! {warning}\n{'!' * 100}\n", flush=True)
+        print(f"\n{shout(warning)}\n", flush=True)
     outcome, code = "ok", 0
     try:
         for name in names:

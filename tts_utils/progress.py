@@ -3,18 +3,28 @@
 In JupyterLab (ipywidgets installed, a Jupyter server attached) a sweep shows a live widget bar; in
 a terminal, a tqdm bar; in a headless run (papermill, the rendered HTML reports) nothing until the
 end, then one summary line on stdout, because a text bar in a captured notebook becomes one stderr
-line per update. ``quiet_library_bars`` does the same for the bars of Hugging Face libraries.
-Used by sweep.py (01-03) and notebook.py (all notebooks).
+line per update. ``quiet_library_bars`` does the same for the bars of Hugging Face libraries;
+``strip_ansi`` removes terminal colour codes from text bound for a report.
+Used by sweep.py (01-03), notebook.py (all notebooks), pipeline.py and report/landing.py.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+# Terminal escape sequences (colours, cursor moves), as in tracebacks and nvidia-smi output.
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal escape sequences."""
+    return ANSI_ESCAPE.sub("", text)
 
 
 def display_mode() -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tts_utils.config import ConfigError
+from tts_utils.data import hub_reachable
 from tts_utils.engine.tiny_model import ensure_tiny_model, recipe_hash
 from tts_utils.models import ModelSpec
 from tts_utils.paths import MODEL_SHAPES_DIR, cache_dir
@@ -102,7 +103,6 @@ def check_tokenizer_reachable(path: str, hint: str = "") -> None:
         if not any((folder / name).exists() for name in (*TOKENIZER_FILES, "vocab.json", "tokenizer.model")):
             raise ConfigError(f"tokenizer folder {folder} holds no tokenizer (no tokenizer.json){suffix}")
         return
-    from tts_utils.data import hub_reachable
 
     if hub_reachable():
         return

@@ -6,7 +6,7 @@ with real weights: the engine's own n-gram acceptance, the batched pass and its 
 (accuracy near 0: the text is noise) and 04. Unlike system-only mode (``load_format: dummy``,
 where vLLM fills weights itself and the kit skips grading), nothing is switched off.
 
-    python -m tts_utils.engine.random_weights --shape 1.5b --tokenizer DIR --out DIR [--seed 0]
+    python -m tts_utils random_weights --shape 1.5b --tokenizer DIR --out DIR [--seed 0]
 
 ``--shape``: a registry key with a shipped shape (1.5b, 7b, 14b, s1.1-*, tiny-draft) or a folder
 holding a config.json. ``--tokenizer``: a folder with tokenizer.json and tokenizer_config.json
@@ -17,14 +17,13 @@ Used by the GPU first-run profile (params/gpu-first-run.yaml) and the tests.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
+from tts_utils.cli import OneLineParser, run
 from tts_utils.config import ConfigError
 from tts_utils.engine.model_source import TOKENIZER_FILES
 from tts_utils.models import MODELS
@@ -96,21 +95,20 @@ def write_random_weights(shape: str, tokenizer: Path, out: Path, seed: int = 0) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tts_utils.engine.random_weights", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m tts_utils random_weights", description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", required=True, help="registry key with a shipped shape, or a folder with config.json")
     parser.add_argument("--tokenizer", required=True, type=Path, help="folder with tokenizer.json, tokenizer_config.json")
     parser.add_argument("--out", required=True, type=Path, help="the model folder to write")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    try:
+
+    def command() -> None:
         out = write_random_weights(args.shape, args.tokenizer, args.out, args.seed)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
-    print(f"wrote {out} ({size / 2**30:.2f} GiB of safetensors); use it with "
-          f"--set 'model_paths=[{args.shape}={out}]' and load_format: auto")
-    return 0
+        size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
+        print(f"wrote {out} ({size / 2**30:.2f} GiB of safetensors); use it with "
+              f"--set 'model_paths=[{args.shape}={out}]' and load_format: auto")
+
+    return run(command)
 
 
 if __name__ == "__main__":

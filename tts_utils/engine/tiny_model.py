@@ -31,10 +31,6 @@ RECIPE = {
     "dtype": "bfloat16",
     "seed": 0,
 }
-PLUMBING_WARNING = (
-    "EMBEDDED DEFAULT: a random-weight tiny model on CPU. These numbers measure the kit's plumbing, "
-    "not reasoning, accuracy or any real hardware's serving speed."
-)
 
 
 def recipe_hash() -> str:

@@ -11,7 +11,7 @@ engine starts. Standard library only: ``make setup ENGINE=existing`` runs it bef
 dependencies are installed. Used by 00_setup (prints the report), pipeline (reproduce, run, check),
 the sweep and acceptance-sweep CLIs.
 
-    python -m tts_utils.engine.vllm_compat            # the report; exit 2 when vLLM is missing or untested
+    python -m tts_utils vllm_compat            # the report; exit 2 when vLLM is missing or untested
 """
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ def require(config: Any = None, path: list[str] | None = None) -> CompatReport:
     report = check(path)
     found = problems(report, config)
     if found:
-        raise _config_error(found[0] + (f" (and {len(found) - 1} more: python -m tts_utils.engine.vllm_compat)"
+        raise _config_error(found[0] + (f" (and {len(found) - 1} more: python -m tts_utils vllm_compat)"
                                         if len(found) > 1 else ""))
     return report
 

@@ -14,6 +14,7 @@ from tts_utils.paths import study_dir
 
 if TYPE_CHECKING:
     pass
+from tts_utils.store import RunFolder, read_json
 from tts_utils.study.run_costs import ESTIMATE_JSON, GOAL_RATIO, run_key
 
 
@@ -30,7 +31,6 @@ def estimate_vs_actual(study: str) -> pd.DataFrame:
     ``note`` says why (also when a latency subset fell back to measuring every problem).
     Raises FileNotFoundError without the study's estimate.json (written by 00_setup).
     """
-    from tts_utils.store import RunFolder, read_json
 
     source = study_dir(study) / ESTIMATE_JSON
     if not source.exists():

@@ -30,10 +30,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from tts_utils.engine.tiny_model import PLUMBING_WARNING
+from tts_utils.banners import PLUMBING_WARNING, SYSTEM_ONLY_WARNING
 from tts_utils.hardware import GPU, Hardware
 from tts_utils.models import MODELS
 from tts_utils.paths import figures_dir, reports_dir, study_dir
+from tts_utils.progress import strip_ansi
 from tts_utils.report.modelled import real_trace_sets
 from tts_utils.report.pick import pick_section
 from tts_utils.store import CorruptResultError, RunFolder, StudyResults, load_study, read_json
@@ -54,7 +55,6 @@ KEY_COLUMNS = (
     ("usd_per_million_output_tokens", "$ / M tokens"), ("spec_acceptance_rate", "spec. acceptance"),
 )
 VERDICT_CLASSES = {"holds": "holds", "does not hold": "fails", "inconclusive": "open", "not enough data": "none"}
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328;
@@ -190,8 +190,6 @@ def _packages(provenance: dict) -> str:
 
 def _banners(runs: list[RunInfo], notebooks: list[dict], claims_stale: bool, chain: dict,
              real_traces: list[str] = ()) -> list[str]:
-    from tts_utils.notebook import SYSTEM_ONLY_WARNING
-
     banners = []
     if any(run.identity.get("model") == "tiny" for run in runs):
         banners.append(f'<div class="banner">{esc(PLUMBING_WARNING)} The verdicts below are about the '
@@ -347,7 +345,7 @@ def _on_what(runs: list[RunInfo], inventory: dict) -> str:
     topology = next((p.get("hardware", {}).get("topology") for p in provenances
                      if p.get("hardware", {}).get("topology")), None)
     if topology:
-        text += f"<details><summary>GPU topology (nvidia-smi topo -m)</summary><pre>{esc(_ANSI.sub('', topology))}</pre></details>"
+        text += f"<details><summary>GPU topology (nvidia-smi topo -m)</summary><pre>{esc(strip_ansi(topology))}</pre></details>"
     return text
 
 

@@ -26,8 +26,10 @@ import pandas as pd
 
 from tts_utils.config import ConfigError
 from tts_utils.paths import replays_dir, study_dir
+from tts_utils.report.analysis import configuration_table
 from tts_utils.report.prices import device_name
 from tts_utils.speculation.stepcost import TOLERANCE, fit_step_costs, predict_request, validate
+from tts_utils.store import RunFolder, read_json
 from tts_utils.study.metrics import summarise
 
 # A trace may reach this share past the longest context its pricing run measured (trace prompts
@@ -75,7 +77,6 @@ class PricedRun:
 
 def _read_run(folder: Path) -> tuple[dict, pd.DataFrame] | None:
     """A complete run's run.json and results rows, or None (unfinished or corrupt runs are skipped)."""
-    from tts_utils.store import RunFolder, read_json
 
     run = RunFolder(folder)
     if run.status().get("state") != "complete" or not run.is_complete():
@@ -316,7 +317,6 @@ def study_modelled(study: str, own_rows: pd.DataFrame, tp_import: tuple[str, ...
 
 def modelled_table(modelled: Modelled, gpu_hour_usd: float | None) -> pd.DataFrame:
     """The configuration table of the modelled rows (intervals over problems), labelled modelled."""
-    from tts_utils.report.analysis import configuration_table
 
     if modelled.empty:
         return pd.DataFrame()

@@ -8,19 +8,19 @@ mean end-to-end latency is at most the limit. The winner is the best on the obje
 dollars per correct answer, or accuracy); every other eligible configuration whose 95% interval
 on that objective overlaps the winner's is listed as tied: the data cannot tell them apart.
 Used by 04_analysis (table and figure), the landing page and
-``python -m tts_utils.report.pick --study S --accuracy 0.8`` (or ``--latency-s 10``).
+``python -m tts_utils pick --study S --accuracy 0.8`` (or ``--latency-s 10``).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from pathlib import Path
 
 import pandas as pd
 
+from tts_utils.cli import OneLineParser, run
 from tts_utils.config import ConfigError
+from tts_utils.paths import figures_dir
 
 ACCURACY_TARGETS = (0.5, 0.6, 0.7, 0.8, 0.9)
 LATENCY_LIMITS_S = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
@@ -157,12 +157,11 @@ def pick_section(figures: Path, link) -> str:
         figure = f'<figure><img alt="pick" src="data:image/png;base64,{base64.b64encode(image.read_bytes()).decode()}"></figure>'
     return (f"<ul>{''.join(lines)}</ul>{figure}<p class=\"small\">Ties: configurations whose 95% interval overlaps "
             f"the pick's. [modelled] = real traces priced by measured step costs. Files: {link(path)}. "
-            "Ask it directly: <code>python -m tts_utils.report.pick --study STUDY --accuracy 0.8</code>.</p>")
+            "Ask it directly: <code>python -m tts_utils pick --study STUDY --accuracy 0.8</code>.</p>")
 
 
 def load_configurations(study: str) -> pd.DataFrame:
     """04_analysis's configurations.csv for a study (ConfigError if 04 has not written it)."""
-    from tts_utils.paths import figures_dir
 
     path = figures_dir(study) / CONFIGURATIONS_FILE
     if not path.exists():
@@ -181,30 +180,30 @@ def _print(entries: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tts_utils.report.pick --study S --accuracy 0.8`` or ``--latency-s 10``."""
-    parser = argparse.ArgumentParser(prog="python -m tts_utils.report.pick", description=main.__doc__)
+    """``python -m tts_utils pick --study S --accuracy 0.8`` or ``--latency-s 10``."""
+    parser = OneLineParser(prog="python -m tts_utils pick", description=main.__doc__)
     parser.add_argument("--study", required=True, help="a study 04_analysis has analysed")
     goal = parser.add_mutually_exclusive_group(required=True)
     goal.add_argument("--accuracy", type=float, help="strict accuracy target in (0, 1]")
     goal.add_argument("--latency-s", type=float, help="latency limit per request in seconds (> 0)")
     args = parser.parse_args(argv)
-    try:
-        if args.accuracy is not None and not 0 < args.accuracy <= 1:
-            raise ConfigError(f"--accuracy must be in (0, 1], got {args.accuracy}")
-        if args.latency_s is not None and not args.latency_s > 0:
-            raise ConfigError(f"--latency-s must be positive, got {args.latency_s}")
-        table = load_configurations(args.study)
-        table = table[table["accuracy_strict"].notna()]
-        if table.empty:
-            raise ConfigError(f"study {args.study!r} has no configuration with accuracy (random weights and no "
-                              "trace sets): nothing to pick from")
-        if "usd_per_correct_answer" not in table:
-            table = table.assign(usd_per_correct_answer=math.nan)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run(lambda: _pick(args))
+
+
+def _pick(args) -> None:
+    """The pick for ``main``'s arguments, printed; a ConfigError for bad input."""
+    if args.accuracy is not None and not 0 < args.accuracy <= 1:
+        raise ConfigError(f"--accuracy must be in (0, 1], got {args.accuracy}")
+    if args.latency_s is not None and not args.latency_s > 0:
+        raise ConfigError(f"--latency-s must be positive, got {args.latency_s}")
+    table = load_configurations(args.study)
+    table = table[table["accuracy_strict"].notna()]
+    if table.empty:
+        raise ConfigError(f"study {args.study!r} has no configuration with accuracy (random weights and no "
+                          "trace sets): nothing to pick from")
+    if "usd_per_correct_answer" not in table:
+        table = table.assign(usd_per_correct_answer=math.nan)
     _print(for_accuracy(table, args.accuracy) if args.accuracy is not None else for_latency(table, args.latency_s))
-    return 0
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ trace's continuation, as the engine counts it. What replay cannot tell: timing, 
 under sampled verification (a sampled trace is replayed as if it were the greedy output).
 
 Used by 03_spec (replays before the runs, rates for synthetic acceptance), stepcost.py (which step
-had a draft), 04_analysis (through the files written here) and ``python -m tts_utils.speculation.replay``.
+had a draft), 04_analysis (through the files written here) and ``python -m tts_utils replay``.
 """
 
 from __future__ import annotations
@@ -26,11 +26,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tts_utils import provenance
+from tts_utils.cli import OneLineParser, check_output_file, fail
 from tts_utils.config import MAX_SPEC_TOKENS, ConfigError
-from tts_utils.models import MODELS
+from tts_utils.engine.model_source import ModelSource, load_tokenizer, resolve
+from tts_utils.grading import GradeItem, Grader
+from tts_utils.models import MODELS, get_model
 from tts_utils.paths import replays_dir, study_dir
-from tts_utils.speculation.traces import TraceSet
-from tts_utils.study.preflight import PROXY, trace_source
+from tts_utils.speculation.trace_sets import PROXY, trace_entries, trace_source
+from tts_utils.speculation.traces import TraceSet, load_trace_set
+from tts_utils.store import CorruptResultError, RunFolder, atomic_write_json, atomic_write_text, file_sha256, read_json
 
 # A trace_sets entry MODEL=proxy:OTHER: OTHER's replayed traces stand in for MODEL's acceptance and
 # output lengths (declared as a proxy; no accuracy).
@@ -169,7 +174,6 @@ def replay_trace_set(trace_set: TraceSet, settings: NgramSettings, budgets: list
 def grade_at_budgets(trace_set: TraceSet, tokenizer, budgets: list[int], reasoning_end: str,
                      timeout_s: float = 10.0) -> pd.DataFrame:
     """Each trace cut at each budget and graded (strict and lenient); identical cuts graded once."""
-    from tts_utils.grading import GradeItem, Grader
 
     rows = []
     with Grader(timeout_s) as grader:
@@ -243,7 +247,6 @@ def summary_json(result: ReplayResult) -> dict:
 def _trace_paths(config) -> list[tuple[str, str]]:
     """(model key, trace set) pairs: ``trace_sets`` entries ``PATH`` (for the study's only model) or
     ``MODEL=PATH``; none given means the study's complete greedy baseline runs at TP=1."""
-    from tts_utils.store import RunFolder, read_json
 
     if not config.trace_sets:
         pairs = []
@@ -258,8 +261,7 @@ def _trace_paths(config) -> list[tuple[str, str]]:
 
 
 def _trace_entries(config) -> list[tuple[str, str, bool]]:
-    """(model key, path, optional) per ``trace_sets`` entry (preflight.trace_entries)."""
-    from tts_utils.study.preflight import trace_entries
+    """(model key, path, optional) per ``trace_sets`` entry (trace_sets.trace_entries)."""
 
     return trace_entries(config)
 
@@ -267,7 +269,6 @@ def _trace_entries(config) -> list[tuple[str, str, bool]]:
 def _write_proxy(study: str, key: str, of: str, folders: dict[str, Path]) -> Path:
     """A replay for ``key`` that stands in with ``of``'s replayed traces: same steps and output
     lengths (acceptance), no grades (the traces are not ``key``'s answers), declared as a proxy."""
-    from tts_utils.store import atomic_write_json, atomic_write_text, file_sha256
 
     if of not in folders:
         raise ConfigError(f"trace set {key}={PROXY}{of}: the study replays no trace set of {of!r} to stand in")
@@ -298,11 +299,6 @@ def run_replays(config) -> pd.DataFrame:
     """
     import hashlib
 
-    from tts_utils import provenance
-    from tts_utils.engine.model_source import load_tokenizer
-    from tts_utils.models import get_model
-    from tts_utils.speculation.traces import load_trace_set
-    from tts_utils.store import atomic_write_json, atomic_write_text, file_sha256
 
     settings = NgramSettings(config.spec_tokens, config.spec_lookup_min, config.spec_lookup_max)
     settings.check()
@@ -396,7 +392,6 @@ def replay_problem(folder: Path) -> str:
     """Why a replay folder cannot be read ("" when its files match the checksums it recorded)."""
     import hashlib
 
-    from tts_utils.store import file_sha256
 
     try:
         meta = json.loads((folder / "replay.json").read_text(encoding="utf-8"))
@@ -415,7 +410,6 @@ def replay_problem(folder: Path) -> str:
 def load_replay_summary(folder) -> pd.DataFrame:
     """One replay's per-budget summary, labelled with its model and trace set; a folder whose files
     fail their checksums is a ``CorruptResultError``."""
-    from tts_utils.store import CorruptResultError
 
     problem = replay_problem(folder)
     if problem:
@@ -432,7 +426,6 @@ def load_replay_summary(folder) -> pd.DataFrame:
 def load_replays(study: str) -> pd.DataFrame:
     """Every replay of a study, per budget (04_analysis); one whose files fail their checksums is
     left out, and said so."""
-    from tts_utils.store import CorruptResultError
 
     frames = []
     for folder in sorted(p for p in replays_dir(study).glob("*") if (p / "replay.json").exists()):
@@ -445,7 +438,6 @@ def load_replays(study: str) -> pd.DataFrame:
 
 def load_replay_steps(study: str, replay_name: str) -> list[dict]:
     """The replayed steps of every trace of one replay (for stepcost.predict_traces), checked."""
-    from tts_utils.store import CorruptResultError
 
     folder = replays_dir(study) / replay_name
     problem = replay_problem(folder)
@@ -473,15 +465,11 @@ def replayed_rates(study: str, model_key: str, spec_tokens: int, lookup_min: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tts_utils.speculation.replay TRACE_FILE --model 1.5b``: replay speculation and grade by budget."""
+    """``python -m tts_utils replay TRACE_FILE --model 1.5b``: replay speculation and grade by budget."""
     import sys
 
-    from tts_utils.cli import OneLineParser, check_output_file, fail
-    from tts_utils.engine.model_source import ModelSource, load_tokenizer, resolve
-    from tts_utils.models import get_model
-    from tts_utils.speculation.traces import load_trace_set
 
-    parser = OneLineParser(prog="python -m tts_utils.speculation.replay", description=main.__doc__)
+    parser = OneLineParser(prog="python -m tts_utils replay", description=main.__doc__)
     parser.add_argument("trace_file", help="a JSON Lines trace file (.jsonl or .jsonl.gz) or one of the kit's run folders")
     parser.add_argument("--model", required=True, help="registry key of the model that wrote the traces")
     parser.add_argument("--budgets", default="1024,2048,4096,8192,16384", help="comma-separated output budgets")

@@ -18,7 +18,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tts_utils.speculation.replay import TraceSteps
+from tts_utils.paths import study_dir
+from tts_utils.speculation.replay import (
+    NgramSettings,
+    TraceSteps,
+    engine_ngram_matcher,
+    load_replay_steps,
+    load_replays,
+    replay_steps,
+)
+from tts_utils.store import CorruptResultError, RunFolder
 
 # A configuration whose predicted mean latency misses the measured one by more than this is
 # reported as not validated.
@@ -32,7 +41,6 @@ def known_steps(record: dict, prompt_ids: list[int], speculative, greedy: bool) 
     if speculative is None:
         return TraceSteps(np.zeros(produced, int), np.zeros(produced, int), np.ones(produced, int))
     if speculative.method == "ngram" and greedy and speculative.synthetic_acceptance_rates is None:
-        from tts_utils.speculation.replay import NgramSettings, replay_steps
 
         settings = NgramSettings(speculative.num_speculative_tokens, speculative.prompt_lookup_min,
                                  speculative.prompt_lookup_max)
@@ -71,7 +79,6 @@ def classify_chunks(record: dict, prompt_ids: list[int], speculative, kind: str,
     tokens = np.asarray(list(prompt_ids) + list(record["token_ids"]), dtype=np.int32)
     match = None
     if speculative.method == "ngram":
-        from tts_utils.speculation.replay import engine_ngram_matcher
 
         match = engine_ngram_matcher()
     rows, previous_end, previous_time = [], 0, 0.0
@@ -196,8 +203,6 @@ def summarise_predictions(per_trace: pd.DataFrame) -> pd.DataFrame:
 def checked_step_files(study: str) -> list[Path]:
     """The study's steps.csv files that match the checksums their runs recorded; one that does not
     is left out and said so (one changed byte can move a fitted step cost twofold)."""
-    from tts_utils.paths import study_dir
-    from tts_utils.store import CorruptResultError, RunFolder
 
     files = []
     for path in sorted(study_dir(study).glob("*/steps.csv")):
@@ -216,7 +221,6 @@ def study_predictions(study: str, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.
     steps (no-draft steps included) and the fitted costs. Returns (costs, validation, per-trace
     predictions); ``summarise_predictions`` gives the table.
     """
-    from tts_utils.speculation.replay import load_replay_steps, load_replays
 
     files = checked_step_files(study)
     if not files or rows.empty:

@@ -50,6 +50,8 @@ from tts_utils.config import ConfigError
 from tts_utils.data import Problem, load_problems, resolve_source
 from tts_utils.engine.model_source import ModelSource, load_tokenizer, shape_context
 from tts_utils.models import ModelSpec
+from tts_utils.progress import progress
+from tts_utils.store import CorruptResultError, read_json, read_records
 
 TEXT_FIELDS = ("output", "full_response")
 GOLD_FIELDS = ("answer", "ground_truth")
@@ -289,7 +291,6 @@ def _jsonl_traces(reader: _Reader, path: Path) -> Iterator[tuple[str, dict, Trac
 
 
 def _folder_traces(reader: _Reader, folder: Path) -> Iterator[tuple[str, dict, Trace, int | None]]:
-    from tts_utils.store import CorruptResultError, read_json, read_records
 
     identity = read_json(folder / "run.json")["identity"]
     _check_model(identity.get("model"), reader.model, str(folder / "run.json"))
@@ -343,7 +344,6 @@ def _progress_for(path: Path):
     """A progress counter (per trace) for long files, or a no-op."""
     from contextlib import nullcontext
 
-    from tts_utils.progress import progress
 
     size = path.stat().st_size if path.is_file() else 0
     if size < LONG_FILE_BYTES:
@@ -392,7 +392,6 @@ def load_trace_set(path: str | Path, model: ModelSpec, source: ModelSource, data
         raise ConfigError(f"trace set {path} holds no traces")
     notes = _check_counts(path, reader, offsets, count)
     if path.is_dir():
-        from tts_utils.store import read_json
 
         declared = read_json(path / "run.json")["identity"].get("model")
         temperature = read_json(path / "run.json")["identity"]["sampling"]["temperature"]

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from tts_utils import provenance
-from tts_utils.cli import study_config, study_parser
+from tts_utils.cli import run, study_config, study_parser
 from tts_utils.config import ConfigError, StudyConfig
 from tts_utils.engine import vllm_compat
 from tts_utils.engine.runner import RequestSpec, counter_delta, make_client, read_counters, stream_one
@@ -35,13 +35,13 @@ from tts_utils.models import get_model
 from tts_utils.paths import acceptance_dir
 from tts_utils.store import (
     CorruptResultError,
-    StudyLockedError,
     append_record,
     atomic_write_json,
     read_json,
     read_records,
     study_lock,
 )
+from tts_utils.study.plan import plan_runs
 
 EXTENSION = "tts_utils.engine.worker_ext.SyntheticAcceptance"
 # What the sweep's runs are named by; a count of requests per length other than 1 (the first
@@ -63,7 +63,6 @@ def rates_for_length(length: float, spec_tokens: int) -> tuple[float, ...]:
 def plan_sweeps(config: StudyConfig) -> list:
     """One 03_spec plan per model, started at the first length's rates with the worker extension
     and the dev-mode RPC switched on. Raises ConfigError (including on CPU engines) before launch."""
-    from tts_utils.study.plan import plan_runs
 
     if not config.acceptance_lengths:
         raise ConfigError("acceptance_lengths is empty; give mean acceptance lengths such as [1.5, 2, 3, 6]")
@@ -305,15 +304,9 @@ def study_break_even(frame: pd.DataFrame, summary: pd.DataFrame, replays: pd.Dat
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tts_utils.study.acceptance_sweep [--profile P] [--set k=v]``: the sweep without Jupyter."""
-    from tts_utils.cli import fail
-
-    args = study_parser("python -m tts_utils.study.acceptance_sweep", main.__doc__).parse_args(argv)
-    try:
-        print(run_sweeps(study_config(args)).to_string(index=False))
-    except (ConfigError, StudyLockedError, CorruptResultError) as error:
-        return fail(error)
-    return 0
+    """``python -m tts_utils acceptance_sweep [--profile P] [--set k=v]``: the sweep without Jupyter."""
+    args = study_parser("python -m tts_utils acceptance_sweep", main.__doc__).parse_args(argv)
+    return run(lambda: print(run_sweeps(study_config(args)).to_string(index=False)))
 
 
 if __name__ == "__main__":

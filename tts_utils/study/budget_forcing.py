@@ -26,9 +26,11 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from tts_utils.engine.runner import RequestSpec
+from tts_utils.engine.model_source import load_tokenizer
+from tts_utils.engine.runner import RequestSpec, run_requests
 from tts_utils.models import ModelSpec
-from tts_utils.study.budgets import view_at_budget
+from tts_utils.store import append_record
+from tts_utils.study.budgets import record_for_budget, view_at_budget
 
 # End-of-thinking marker -> what follows it when the kit forces an answer.
 FORCING_SUFFIX = {
@@ -66,7 +68,6 @@ def forced_specs(records: list[dict], budgets: tuple[int, ...], prompts: dict[st
                  tokenizer, answer_tokens: int, done: set[str]) -> list[RequestSpec]:
     """Continuation requests not yet on disk: one per record and budget that the budget cut, from
     the record that covers that budget (the long run in one-pass mode)."""
-    from tts_utils.study.budgets import record_for_budget
 
     by_sample: dict[tuple[str, int], list[dict]] = {}
     for record in records:
@@ -100,9 +101,6 @@ def run_forcing(client, base_url: str, plan, records: list[dict], target, done: 
                 on_request: Callable[[], None] | None = None) -> int:
     """Send the continuations not yet in ``target`` (forced.jsonl) at the run's concurrency and
     sampling; returns how many ran. ``plan`` is a plan.RunPlan with ``force_answer_tokens`` > 0."""
-    from tts_utils.engine.model_source import load_tokenizer
-    from tts_utils.engine.runner import run_requests
-    from tts_utils.store import append_record
 
     tokenizer = load_tokenizer(plan.source)
     prompts = {p.unique_id: tokenizer(plan.model.prompt(p.problem), add_special_tokens=False)["input_ids"]

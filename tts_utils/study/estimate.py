@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from tts_utils.cli import study_config, study_parser
+from tts_utils.cli import run, study_config, study_parser
 from tts_utils.paths import study_dir
 
 if TYPE_CHECKING:
     from tts_utils.config import StudyConfig
     from tts_utils.hardware import Hardware
     from tts_utils.study.plan import RunPlan
+from tts_utils.store import atomic_write_json, atomic_write_text
 from tts_utils.study.run_costs import (
     ESTIMATE_CSV,
     ESTIMATE_JSON,
@@ -156,7 +157,6 @@ def _tokens_source(config: StudyConfig, upper_bound: bool) -> str:
 def write_estimate(estimate: StudyEstimate) -> list[Path]:
     """``estimate.json`` (totals and plan, read by ``estimate_vs_actual``) and ``estimate.csv``
     (the plan table) in the study folder."""
-    from tts_utils.store import atomic_write_json, atomic_write_text
 
     folder = study_dir(estimate.study)
     atomic_write_json(folder / ESTIMATE_JSON, estimate.to_dict())
@@ -187,31 +187,25 @@ def estimate_plans(plans: list[RunPlan], accelerator: str = "gpu") -> pd.DataFra
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tts_utils.study.estimate [--profile P] [--set k=v] [--reference] [--upper-bound] [--write]``:
+    """``python -m tts_utils estimate [--profile P] [--set k=v] [--reference] [--upper-bound] [--write]``:
     the study estimate and its plan, without Jupyter (written to the study folder with --write)."""
-    import sys
-
-    from tts_utils.config import ConfigError
-
-    parser = study_parser("python -m tts_utils.study.estimate", main.__doc__)
+    parser = study_parser("python -m tts_utils estimate", main.__doc__)
     parser.add_argument("--reference", action="store_true", help="estimate for the reference node, 4x H200")
     parser.add_argument("--upper-bound", action="store_true", help="every request runs to the largest budget")
     parser.add_argument("--write", action="store_true",
                         help="also write estimate.json/.csv to the study folder, as 00_setup does")
     args = parser.parse_args(argv)
-    try:
-        config = study_config(args)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    estimate = estimate_study(config, reference=args.reference, upper_bound=args.upper_bound)
-    print(estimate.describe())
-    with pd.option_context("display.width", 200, "display.max_columns", None):
-        print(estimate.plan.to_string(index=False))
-    if args.write:
-        for path in write_estimate(estimate):
-            print(f"wrote {path}")
-    return 0
+
+    def command() -> None:
+        estimate = estimate_study(study_config(args), reference=args.reference, upper_bound=args.upper_bound)
+        print(estimate.describe())
+        with pd.option_context("display.width", 200, "display.max_columns", None):
+            print(estimate.plan.to_string(index=False))
+        if args.write:
+            for path in write_estimate(estimate):
+                print(f"wrote {path}")
+
+    return run(command)
 
 
 if __name__ == "__main__":

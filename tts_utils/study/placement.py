@@ -8,7 +8,7 @@ local cluster and stops it at the end; on a CPU-only machine that cluster declar
 retried (``MAX_RETRIES``) and the retry resumes from the run folder; a run that raises is recorded
 by ``on_failure`` and the others go on; Ctrl-C cancels every task and keeps what is on disk.
 Each attempt is logged in the run folder's ``placement.jsonl`` (node, GPUs, worker pid).
-Used by ``sweep.run_sweep`` (notebooks 01-03, ``python -m tts_utils.study.sweep``).
+Used by ``sweep.run_sweep`` (notebooks 01-03, ``python -m tts_utils sweep``).
 """
 
 from __future__ import annotations

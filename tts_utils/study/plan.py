@@ -23,6 +23,7 @@ from tts_utils.engine.server import EngineConfig, EngineStartError, SpeculativeC
 from tts_utils.hardware import detect
 from tts_utils.models import ModelSpec, get_model
 from tts_utils.paths import study_dir
+from tts_utils.speculation.replay import replayed_rates
 from tts_utils.store import (
     RunFolder,
 )
@@ -293,7 +294,6 @@ def acceptance_for(config: StudyConfig, model_key: str) -> tuple[tuple[float, ..
     if config.spec_acceptance == "engine":
         return None, "engine"
     if config.spec_acceptance == "replay":
-        from tts_utils.speculation.replay import replayed_rates
 
         rates, source = replayed_rates(config.study, model_key, config.spec_tokens, config.spec_lookup_min,
                                        config.spec_lookup_max)

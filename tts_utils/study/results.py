@@ -13,6 +13,7 @@ import pandas as pd
 from tts_utils.engine.model_source import load_tokenizer
 from tts_utils.grading import GradeItem, Grader
 from tts_utils.hardware import detect
+from tts_utils.speculation.stepcost import classify_chunks, fit_step_costs, known_steps, predict_request, validate
 from tts_utils.store import (
     RunFolder,
     atomic_write_text,
@@ -90,7 +91,6 @@ def _rows(plan: RunPlan, records: list[dict], hardware_label: str, engine_versio
 def step_table(plan: RunPlan, records: list[dict], probes: list[dict]) -> pd.DataFrame:
     """One row per engine step of every request (measured and probe): context length, draft
     length, tokens and seconds; the input of the step-cost model (stepcost.py)."""
-    from tts_utils.speculation.stepcost import classify_chunks
 
     tokenizer = load_tokenizer(plan.source)
     prompts = {p.unique_id: tokenizer(plan.model.prompt(p.problem), add_special_tokens=False)["input_ids"]
@@ -115,7 +115,6 @@ def predicted_rows(plan: RunPlan, folder: RunFolder, measured: pd.DataFrame) -> 
     latency from this run's step-cost model (fitted on all its measured requests) applied to the
     batched tokens' steps (one token a step, or n-gram steps by replay). Empty when this run's
     acceptance is sampled or synthetic, where tokens do not determine the steps."""
-    from tts_utils.speculation.stepcost import fit_step_costs, known_steps, predict_request
 
     batched = batched_run(plan)
     if batched is None:
@@ -242,7 +241,6 @@ def latency_scope(plan: RunPlan, folder: RunFolder) -> tuple[bool, str]:
 
 def prediction_check(plan: RunPlan, folder: RunFolder) -> dict:
     """Step-cost model fitted on half of the measured subset, checked on the other half, per budget."""
-    from tts_utils.speculation.stepcost import validate
 
     records = read_records(folder.requests_file)
     steps = step_table(plan, records, read_records(folder.probe_file))

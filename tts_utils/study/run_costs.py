@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tts_utils.data import resolve_source
+from tts_utils.hardware import detect
 from tts_utils.paths import BUILTIN_PROBLEMS_FILE
 from tts_utils.study.plan import (
     BATCH_CHECK_PROBLEMS,
@@ -92,7 +93,6 @@ REFERENCE_NODE = Node(f"{REFERENCE_GPUS}x NVIDIA H200 (reference node)", REFEREN
 
 def node_for(config: StudyConfig, hardware: Hardware | None = None, reference: bool = False) -> Node:
     """This machine, or the reference node when asked or when real models meet a machine without GPUs."""
-    from tts_utils.hardware import detect
 
     hardware = hardware or detect()
     real_models = any(key != "tiny" for key in config.model_keys)

@@ -7,23 +7,25 @@ the sweep goes on; at the end, failures raise ``SweepError`` naming them.
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 
 import pandas as pd
 
 from tts_utils import provenance
-from tts_utils.cli import study_config, study_parser
+from tts_utils.cli import run, study_config, study_parser
 from tts_utils.config import ConfigError, StudyConfig
 from tts_utils.engine import vllm_compat
 from tts_utils.hardware import detect
 from tts_utils.store import (
     CorruptResultError,
-    StudyLockedError,
     atomic_write_json,
     read_records,
     study_lock,
 )
+from tts_utils.study.estimate import estimate_plans
+from tts_utils.study.placement import run_placed
 from tts_utils.study.plan import NOTEBOOK_METHODS, RunPlan, plan_runs
 from tts_utils.study.preflight import check_inputs
 from tts_utils.study.results import finalize
@@ -86,13 +88,11 @@ def run_sweep(config: StudyConfig, notebook: str, only: str = "") -> pd.DataFram
     for reason in skipped:
         print(f"-- skipped: {reason}")
     if config.dry_run:
-        from tts_utils.study.estimate import estimate_plans
 
         print("dry run: nothing is started.")
         return estimate_plans(plans, detect().accelerator)
     outcomes, failures = [], []
     if config.placement == "ray":  # side by side on disjoint GPUs (placement.py); same files, same lock
-        from tts_utils.study.placement import run_placed
 
         def report(row: dict) -> None:
             where = f" [{row['node']} GPU {row['gpu_ids']}, attempt {row['attempts']}]" if row["node"] else ""
@@ -129,23 +129,21 @@ def run_sweep(config: StudyConfig, notebook: str, only: str = "") -> pd.DataFram
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tts_utils.study.sweep 01_greedy [--profile P] [--set k=v]``: a sweep without Jupyter."""
-    import sys
-
-    from tts_utils.cli import fail
-
-    parser = study_parser("python -m tts_utils.study.sweep", main.__doc__)
+    """``python -m tts_utils sweep 01_greedy [--profile P] [--set k=v]``: a sweep without Jupyter."""
+    parser = study_parser("python -m tts_utils sweep", main.__doc__)
     parser.add_argument("notebook", choices=sorted(NOTEBOOK_METHODS))
     parser.add_argument("--only", default="", metavar="TEXT", help="run only the runs whose name contains TEXT")
     args = parser.parse_args(argv)
-    try:
-        print(run_sweep(study_config(args), args.notebook, args.only).to_string(index=False))
-    except (ConfigError, StudyLockedError, CorruptResultError) as error:
-        return fail(error)
-    except SweepError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+
+    def command() -> int:
+        try:
+            print(run_sweep(study_config(args), args.notebook, args.only).to_string(index=False))
+        except SweepError as error:  # some runs failed: finished ones are kept (not bad input)
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        return 0
+
+    return run(command)
 
 
 if __name__ == "__main__":
