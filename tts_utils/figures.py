@@ -128,8 +128,9 @@ def replay_figures(replays: pd.DataFrame, out: Path) -> None:
     real = replays[~replays["model"].isin(PLUMBING_MODELS)]
     replays = real if not real.empty else replays
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    sets_per_model = replays.groupby("model")["trace_set"].nunique()
     for (model, trace_set), frame in replays.groupby(["model", "trace_set"]):
-        label = f"{model} ({trace_set})"
+        label = model if sets_per_model[model] == 1 else f"{model} ({trace_set})"
         frame = frame.sort_values("budget_tokens")
         if "accuracy_strict" in frame:
             left.plot(frame["budget_tokens"], frame["accuracy_strict"], marker="o", label=label)

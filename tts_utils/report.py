@@ -132,6 +132,13 @@ def _number(value: object) -> str:
     return esc(value)
 
 
+def _fixed(value: object, spec: str) -> str:
+    """A number in a fixed format; a dash when absent (a proxy's accuracy) or not a number."""
+    if not isinstance(value, (int, float)) or pd.isna(value):
+        return "–"
+    return format(value, spec)
+
+
 def _read_csv(path: Path) -> pd.DataFrame | None:
     try:
         return pd.read_csv(path)
@@ -195,9 +202,10 @@ def _banners(runs: list[RunInfo], notebooks: list[dict], claims_stale: bool, cha
     banners = []
     plumbing = any(run.identity.get("model") in PLUMBING_MODELS for run in runs)
     if plumbing and real_traces:
-        banners.append(f'<div class="banner">{esc(PLUMBING_WARNING)} Plumbing: every timing of the tiny model '
-                       "(latency, time to first token, time per token, cost, step costs), its own accuracy and "
-                       "acceptance, and every verdict decided by them.</div>")
+        banners.append('<div class="banner">EMBEDDED DEFAULT: a random-weight tiny model on CPU. Plumbing, not '
+                       "science: every timing of the tiny model (latency, time to first token, time per token, cost, "
+                       "step costs), its own accuracy and acceptance, and every verdict decided by them measure the "
+                       "kit's plumbing, not reasoning or any real hardware's serving speed.</div>")
         banners.append('<div class="banner note">Real: accuracy by budget and n-gram acceptance of real model '
                        f"outputs ({esc(', '.join(real_traces))}), replayed by 03_spec: see \u201cReal reasoning "
                        "traces\u201d below; a verdict they decide says \u201creal traces\u201d. No timing on this "
@@ -264,23 +272,24 @@ def _figures_section(figures: Path, base: Path, has_accuracy: bool) -> str:
 
 def _real_traces_section(study: str, figures: Path, base: Path) -> str:
     """Real model outputs replayed by 03_spec: accuracy by budget and n-gram acceptance, per trace set."""
-    rows, limited = [], set()
+    rows, sets = [], []
     for folder in sorted(p for p in replays_dir(study).glob("*") if (p / "replay.json").exists()):
         meta = read_json(folder / "replay.json")
         model = meta["identity"]["model"]
         if model in PLUMBING_MODELS:
             continue
-        if meta["identity"].get("trace_limit"):
-            limited.add(meta["identity"]["trace_limit"])
+        limit = meta["identity"].get("trace_limit")
+        sets.append(f"<strong>{esc(model)}</strong>: {esc(meta['trace_set_name'])} ({meta['identity'].get('traces', '?')} "
+                    f"traces{', the first ' + str(limit) + ' (trace_limit)' if limit else ''})")
         for entry in meta["summary"]:
-            rows.append([esc(model), esc(meta["trace_set_name"]), _number(entry.get("budget_tokens")),
-                         _number(entry.get("traces")), _number(entry.get("accuracy_strict")),
-                         _number(entry.get("accuracy_lenient")), _number(entry.get("acceptance_rate")),
-                         _number(entry.get("mean_acceptance_length")), _number(entry.get("no_draft_step_fraction"))])
+            rows.append([esc(model), f"{entry['budget_tokens']:,}"] + [
+                _fixed(entry.get(key), spec) for key, spec in (
+                    ("accuracy_strict", ".2f"), ("accuracy_lenient", ".2f"), ("acceptance_rate", ".3f"),
+                    ("mean_acceptance_length", ".2f"), ("no_draft_step_fraction", ".1%"))])
     if not rows:
         return ""
-    headers = ["model", "trace set", "budget (tokens)", "traces", "strict accuracy", "lenient accuracy",
-               "n-gram acceptance rate", "mean acceptance length", "steps without a draft"]
+    headers = ["model", "budget (tokens)", "strict accuracy", "lenient accuracy", "n-gram acceptance rate",
+               "mean acceptance length", "steps without a draft"]
     picture = figures / "real_traces.png"
     figure = ""
     if picture.exists():
@@ -288,12 +297,11 @@ def _real_traces_section(study: str, figures: Path, base: Path) -> str:
         figure = (f'<figure><img alt="real_traces" src="data:image/png;base64,{data}"><figcaption>Real traces: strict '
                   f"accuracy by budget and n-gram acceptance per draft position. {link(picture, base, 'PNG')}"
                   "</figcaption></figure>")
-    limit = (f" Only the first {', '.join(str(n) for n in sorted(limited))} traces of each set were replayed "
-             "(<code>trace_limit</code>)." if limited else "")
-    return (_table(headers, rows, set(range(2, len(headers))))
+    return (f"<p>Trace sets: {'; '.join(sets)}.</p>" + _table(headers, rows, set(range(1, len(headers))))
             + '<p class="small">Each real output is cut at each budget and graded (strict: only an answer after '
             "the reasoning ended); the installed vLLM's own n-gram proposer is replayed on it with greedy "
-            f"verification. These are measurements of real text, not of time.{limit}</p>" + figure)
+            "verification (acceptance = accepted / proposed draft tokens). These measure real text, not time.</p>"
+            + figure)
 
 
 def _by_model_size(keys: Iterable[str]) -> list[str]:
@@ -482,9 +490,9 @@ def write_landing_page(study: str) -> Path:
     has_accuracy = shown is not None and "accuracy_strict" in shown and not shown["accuracy_strict"].isna().all()
     sections = [
         ("The paper's claims, re-tested here", _claims_section(claims, figures, base)),
+        ("Real reasoning traces", _real_traces_section(study, figures, base)),
         ("The system-optimal pick", pick_section(figures, lambda path: link(path, base))),
         ("The figures that answer it", _figures_section(figures, base, has_accuracy)),
-        ("Real reasoning traces", _real_traces_section(study, figures, base)),
         ("Key numbers", _numbers_section(table, figures, base)),
         ("What ran", _what_ran(runs, results, chain)),
         ("On what", _on_what(runs, inventory)),

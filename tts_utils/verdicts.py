@@ -164,7 +164,9 @@ def check_all_claims(study: str, table: pd.DataFrame, rows: pd.DataFrame, modell
     kind = MEASURED
     if (verdict is None or verdict.verdict == UNKNOWN) and not modelled_table.empty:
         verdict, kind = claim_compute_not_system_optimal(modelled_table, modelled.rows), MODELLED
-        verdict = _relabel(verdict, MODELLED, ": real traces' accuracy, latency from step costs")
+        plumbing = modelled_table["model"].isin(PLUMBING_MODELS).all()
+        verdict = _relabel(verdict, MODELLED, ": the tiny model's own replayed runs (plumbing), latency from step costs"
+                           if plumbing else ": real traces' accuracy, latency from step costs")
     verdicts.append(verdict)
     kinds.append(kind)
     records = []
