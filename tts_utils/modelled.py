@@ -29,6 +29,7 @@ from tts_utils.metrics import summarise
 from tts_utils.paths import replays_dir, study_dir
 from tts_utils.prices import device_name
 from tts_utils.stepcost import TOLERANCE, fit_step_costs, predict_request, validate
+from tts_utils.tiny_model import PLUMBING_MODELS
 
 # A trace may reach this share past the longest context its pricing run measured (trace prompts
 # are longer than the kit's built-in ones by a few hundred tokens); beyond it, no row.
@@ -335,6 +336,6 @@ def real_trace_sets(study: str) -> list[str]:
     names = []
     for folder in sorted(p for p in replays_dir(study).glob("*") if (p / "replay.json").exists()):
         meta = json.loads((folder / "replay.json").read_text())
-        if meta["identity"]["model"] not in {"tiny", "tiny-draft"} and not meta.get("proxy_of"):
+        if meta["identity"]["model"] not in PLUMBING_MODELS and not meta.get("proxy_of"):
             names.append(f"{meta['identity']['model']}: {meta['trace_set_name']}")
     return names

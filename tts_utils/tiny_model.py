@@ -35,6 +35,8 @@ PLUMBING_WARNING = (
     "EMBEDDED DEFAULT: a random-weight tiny model on CPU. These numbers measure the kit's plumbing, "
     "not reasoning, accuracy or any real hardware's serving speed."
 )
+# Registry keys of the kit's own random-weight models: their accuracy and timings are plumbing.
+PLUMBING_MODELS = frozenset({"tiny", "tiny-draft"})
 
 
 def recipe_hash() -> str:
