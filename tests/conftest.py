@@ -42,6 +42,13 @@ def r1_tokenizer_path() -> Path:
     return _shared(R1_TOKENIZER, "TTS_R1_TOKENIZER")
 
 
+@pytest.fixture(scope="session")
+def shared_trace_env(traces_dir: Path, r1_tokenizer_path: Path) -> dict[str, str]:
+    """The variables that let the embedded default replay the public real traces offline: the local
+    copies in ../shared stand in for the pinned download and the hub's tokenizer (CI has neither)."""
+    return {"TTS_TRACES_DIR": str(traces_dir), "TTS_TRACE_TOKENIZER": str(r1_tokenizer_path)}
+
+
 @pytest.fixture(autouse=True)
 def outputs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test writes results into its own folder; the model cache stays shared."""

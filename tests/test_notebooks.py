@@ -18,19 +18,24 @@ from tts_utils.pipeline import CHAIN
 from tts_utils.report.landing import unexpected_stderr
 
 pytestmark = pytest.mark.engine
+# smoke.yaml's trace_limit, and the strict accuracy at 16K of that many public traces (test_replay's
+# unit replay of the same files gives the full sets' 0.80 / 0.91).
+SMOKE_TRACES = 100
+REAL_STRICT_16K_1P5B, REAL_STRICT_16K_7B = 0.80, 0.91
 
 
-def _run(args: list[str], outputs_dir: Path, timeout: int = 1500) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TTS_OUTPUTS_DIR": str(outputs_dir)}
+def _run(args: list[str], outputs_dir: Path, timeout: int = 1500, env: dict[str, str] | None = None
+         ) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TTS_OUTPUTS_DIR": str(outputs_dir), **(env or {})}
     return subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_reproduce_runs_the_whole_chain_on_the_embedded_default(outputs_dir, math500_path, tmp_path, traces_dir,
-                                                               r1_tokenizer_path) -> None:
-    traces = traces_dir / "r1-distill-qwen-1.5b.math500-first100.t0.6.jsonl"
+def test_reproduce_runs_the_whole_chain_on_the_embedded_default(outputs_dir, math500_path, tmp_path,
+                                                               shared_trace_env) -> None:
+    # The profile as users get it: its public 1.5B and 7B traces come from ../shared's copies
+    # (TTS_TRACES_DIR, TTS_TRACE_TOKENIZER), as offline users give theirs; its own runs replay too.
     result = _run([sys.executable, "-m", "tts_utils.pipeline", "reproduce", "--profile", "smoke",
-                   "--set", f"dataset={math500_path}", "--set", f"trace_sets=[1.5b={traces}]",
-                   "--set", f"trace_tokenizer={r1_tokenizer_path}"], outputs_dir)
+                   "--set", f"dataset={math500_path}"], outputs_dir, env=shared_trace_env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "EMBEDDED DEFAULT" in result.stdout and "Report: " in result.stdout
 
@@ -70,11 +75,23 @@ def test_reproduce_runs_the_whole_chain_on_the_embedded_default(outputs_dir, mat
         assert (figures / f"{name}.png").stat().st_size > 10_000
     claims = pd.read_csv(figures / "claims.csv")
     assert len(claims) == 5 and set(claims["verdict"]) <= {"holds", "does not hold", "inconclusive", "not enough data"}
-    # The real-trace section: the shipped 1.5B traces replayed and graded, the step-cost model fitted.
-    replays = list((outputs_dir / "replays" / "smoke").glob("1.5b-*/replay.json"))
-    assert len(replays) == 1 and (figures / "real_traces.png").stat().st_size > 10_000
-    summary = pd.DataFrame(json.loads(replays[0].read_text())["summary"]).set_index("budget_tokens")
-    assert summary.loc[16384, "accuracy_strict"] == pytest.approx(0.80) and summary.loc[16384, "traces"] == 100
+    # Real traces beside the plumbing: the public 1.5B and 7B traces replayed and graded by budget,
+    # the tiny model's own greedy run replayed at the study's budgets.
+    replays = {folder.name.split("-")[0]: json.loads((folder / "replay.json").read_text())
+               for folder in (outputs_dir / "replays" / "smoke").iterdir()}
+    assert set(replays) == {"tiny", "1.5b", "7b"} and (figures / "real_traces.png").stat().st_size > 10_000
+    assert [row["budget_tokens"] for row in replays["tiny"]["summary"]] == [64, 128, 256, 512]
+    for model, strict_16k in (("1.5b", REAL_STRICT_16K_1P5B), ("7b", REAL_STRICT_16K_7B)):
+        summary = pd.DataFrame(replays[model]["summary"]).set_index("budget_tokens")
+        assert list(summary.index) == [1024, 2048, 4096, 8192, 16384] and (summary["traces"] == SMOKE_TRACES).all()
+        assert summary.loc[16384, "accuracy_strict"] == pytest.approx(strict_16k), model
+        assert summary["accuracy_strict"].is_monotonic_increasing and summary["acceptance_rate"].between(0.05, 0.9).all()
+    assert "Real: accuracy by budget and n-gram acceptance of real model outputs" in landing
+    assert "Plumbing, not science: every timing of the tiny model" in landing and "<h2>Real reasoning traces</h2>" in landing
+    assert "1.5b: r1-distill-qwen-1.5b.math500-first100.t0.6.jsonl" in landing
+    assert "real traces skipped" not in spec_report and "real traces of" not in spec_report
+    claims = pd.read_csv(figures / "claims.csv").set_index("claim")
+    assert claims.loc["Accuracy gains flatten as the output budget grows", "decided_by"] == "real traces"
     # The step-cost model is fitted and validated for every run and budget. On a loaded 2-core CPU
     # the stream's chunk arrival times are bursty (the server's output loop stalls, then delivers
     # hundreds of steps at once), so the error is printed, not held to the 10% it meets on GPUs.

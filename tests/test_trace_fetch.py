@@ -102,3 +102,77 @@ def test_public_and_proxy_trace_sets_in_a_study(traces_dir, r1_tokenizer_path, m
     assert proxy["proxy_of"]["model"] == "7b" and "strict_correct" not in proxy["rows"]
     with pytest.raises(ConfigError, match="replays no trace set of '1.5b'"):
         run_replays(StudyConfig.create(study="proxy2", model="14b", load_format="dummy", trace_sets=["14b=proxy:1.5b"]))
+
+
+def _smoke_trace_sets() -> list[str]:
+    import yaml
+
+    from tts_utils.paths import REPO_ROOT
+
+    return yaml.safe_load((REPO_ROOT / "params" / "smoke.yaml").read_text())["trace_sets"]
+
+
+def test_the_embedded_default_replays_its_own_runs_and_optional_public_sets() -> None:
+    """Never an error offline: every public entry of smoke.yaml is optional, and its own runs stay."""
+    entries = _smoke_trace_sets()
+    assert entries[0] == "own" and len(entries) == 3
+    assert all("=public?:" in entry for entry in entries[1:])
+
+
+def test_offline_without_a_copy_the_public_sets_are_skipped_with_a_note(clean_env, monkeypatch, capsys) -> None:
+    """No network, no local copy: each optional public set is one line, and 03's replay step goes on
+    (the study has no greedy run yet, so ``own`` has nothing either and says so)."""
+    from tts_utils.config import StudyConfig
+    from tts_utils.speculation.replay import run_replays
+
+    monkeypatch.setenv("TTS_TRACES_URL", "http://127.0.0.1:9")
+    config = StudyConfig.create(study="offline", trace_sets=_smoke_trace_sets(), dataset="builtin", trace_limit=5)
+    assert run_replays(config).empty
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(notes) == 3, notes
+    assert "no complete greedy TP1 run in study 'offline'" in notes[0]
+    assert all(note.startswith("!! real traces skipped:") and "set TTS_TRACES_DIR" in note for note in notes[1:])
+
+
+def test_offline_without_a_tokenizer_the_sets_are_skipped_fast(traces_dir, clean_env, monkeypatch, capsys,
+                                                               tmp_path) -> None:
+    """A local copy of the traces but no tokenizer and no hub: skipped in seconds, naming the variable."""
+    import time
+
+    from tts_utils.config import StudyConfig
+    from tts_utils.speculation.replay import run_replays
+
+    monkeypatch.setenv("TTS_TRACES_DIR", str(traces_dir))
+    monkeypatch.delenv("TTS_TRACE_TOKENIZER", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty hub cache
+    start = time.monotonic()
+    assert run_replays(StudyConfig.create(study="notok", trace_sets=_smoke_trace_sets()[1:])).empty
+    assert time.monotonic() - start < 10
+    notes = capsys.readouterr().out
+    assert notes.count("!! real traces of") == 2 and "set trace_tokenizer=DIR or TTS_TRACE_TOKENIZER=DIR" in notes
+    config = StudyConfig.create(study="notok", trace_sets=["1.5b=public:r1-distill-qwen-1.5b.math500-first100"])
+    with pytest.raises(ConfigError, match="hub is unreachable"):
+        run_replays(config)  # a required set is an error
+
+
+def test_public_sets_carry_their_problems_and_trace_limit_cuts_them(traces_dir, r1_tokenizer_path, clean_env,
+                                                                   monkeypatch, outputs_dir) -> None:
+    """The R-KV files hold MATH500's fields, so they replay on a machine whose dataset is the kit's
+    built-in problems; ``trace_limit`` keeps the first N traces and names the replay apart."""
+    import json
+
+    from tts_utils.config import StudyConfig
+    from tts_utils.speculation.replay import run_replays
+
+    monkeypatch.setenv("TTS_TRACES_DIR", str(traces_dir))
+    monkeypatch.setenv("TTS_TRACE_TOKENIZER", str(r1_tokenizer_path))
+    config = StudyConfig.create(study="limited", dataset="builtin", trace_limit=4, trace_budgets=[1024, 16384],
+                                trace_sets=["1.5b=public?:r1-distill-qwen-1.5b.math500-first100"])
+    summary = run_replays(config).set_index("budget_tokens")
+    assert (summary["traces"] == 4).all() and summary.loc[16384, "accuracy_strict"] >= summary.loc[1024, "accuracy_strict"]
+    (folder,) = (outputs_dir / "replays" / "limited").iterdir()
+    identity = json.loads((folder / "replay.json").read_text())["identity"]
+    assert identity["trace_limit"] == 4 and identity["traces"] == 4
+    with pytest.raises(ConfigError, match="trace_limit must be >= 0"):
+        StudyConfig.create(trace_limit=-1)

@@ -15,6 +15,8 @@ SYSTEM_ONLY_WARNING = (
     "SYSTEM-ONLY MODE: real architectures with random weights (load_format: dummy). Latency and cost "
     "are those of the architecture on this hardware; accuracy is not computed."
 )
+# Registry keys of the kit's own random-weight models: their accuracy and timings are plumbing.
+PLUMBING_MODELS = frozenset({"tiny", "tiny-draft"})
 WIDTH = 100
 
 

@@ -58,6 +58,7 @@ class StudyConfig:
     trace_sets: tuple[str, ...] = field(default_factory=tuple)
     trace_tokenizer: str = ""
     trace_budgets: tuple[int, ...] = (1024, 2048, 4096, 8192, 16384)
+    trace_limit: int = 0
     dtype: str = "auto"
     load_format: str = "auto"
     max_model_len: int = 0
@@ -144,6 +145,8 @@ class StudyConfig:
             self.given_acceptance_rates()
         if not self.trace_budgets or min(self.trace_budgets) <= 0:
             raise ConfigError("trace_budgets must be positive integers")
+        if self.trace_limit < 0:
+            raise ConfigError(f"trace_limit must be >= 0 (0 replays every trace of a set), got {self.trace_limit}")
         for size in self.tp_sizes:
             if size <= 0 or size & (size - 1):
                 raise ConfigError(f"tp_sizes must be powers of two, got {size}")

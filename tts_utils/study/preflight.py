@@ -18,7 +18,6 @@ from pathlib import Path
 from tts_utils.config import ConfigError, StudyConfig
 from tts_utils.data import HUB_DATASET, hub_reachable, load_problems
 from tts_utils.engine.model_source import check_tokenizer_reachable
-from tts_utils.models import get_model
 from tts_utils.speculation.trace_sets import PROXY, trace_entries, trace_source
 from tts_utils.speculation.traces import load_trace_set
 
@@ -58,21 +57,21 @@ def check_inputs(config: StudyConfig, deep: bool = True) -> list[str]:
     of the trace sets, missing model evidence). Raises ConfigError."""
 
     check_dataset(config.dataset)
-    entries = [(key, path, optional) for key, path, optional in trace_entries(config) if not path.startswith(PROXY)]
-    for _, path, _ in entries:
-        check_trace_path(path)
+    entries = [entry for entry in trace_entries(config, with_own=False) if not entry.path.startswith(PROXY)]
+    for entry in entries:
+        check_trace_path(entry.path)
     notes = []
-    for key, path, optional in entries:
-        source = trace_source(key, config)
+    for entry in entries:
+        model, source = trace_source(config, entry.model, entry)
         try:
             check_tokenizer_reachable(source.tokenizer_path, TOKENIZER_HINT)
         except ConfigError as error:
-            if not optional:
+            if not entry.optional:
                 raise
-            notes.append(f"real traces {Path(path).name} will be skipped: {error}")
+            notes.append(f"real traces {Path(entry.path).name} will be skipped: {error}")
             continue
         if deep:
 
-            trace_set = load_trace_set(path, get_model(key), source, config.dataset)
+            trace_set = load_trace_set(entry.path, model, source, entry.dataset or config.dataset)
             notes += [f"{trace_set.name}: {note}" for note in trace_set.notes]
     return notes
