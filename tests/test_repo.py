@@ -1,4 +1,5 @@
-"""Repository habits: stripped notebooks, profiles vs notebook parameters, pinned dependencies agree."""
+"""Repository habits: stripped notebooks, parameters cells written from StudyConfig, profiles vs notebook
+parameters, pinned dependencies agree."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import papermill
 import pytest
 import yaml
 
+from tts_utils import parameters_cell
 from tts_utils.config import StudyConfig
 from tts_utils.paths import NOTEBOOKS_DIR, PARAMS_DIR, REPO_ROOT
 from tts_utils.pipeline import CHAIN
@@ -51,6 +53,50 @@ def test_every_profile_key_is_a_parameter_of_some_notebook(profile) -> None:
     declared = set().union(*(papermill.inspect_notebook(str(nb)) for nb in NOTEBOOKS))
     keys = set(yaml.safe_load(profile.read_text()))
     assert keys <= declared, f"{profile.name}: {sorted(keys - declared)} are declared by no notebook"
+
+
+def test_every_study_config_field_has_help_and_notebooks() -> None:
+    for f in fields(StudyConfig):
+        assert f.metadata.get("help", "").strip(), f"{f.name} has no help text (config.param)"
+        assert "\n" not in f.metadata["help"], f"{f.name}: help text must be one line (it is a comment)"
+        notebooks = f.metadata.get("notebooks", ())
+        assert notebooks and set(notebooks) <= set(CHAIN), f"{f.name}: notebooks {notebooks!r} not in {CHAIN}"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_cell_is_the_one_generated_from_study_config(notebook) -> None:
+    expected = parameters_cell.parameters_cell(notebook.stem)
+    assert parameters_cell.committed_cell(notebook.stem) == expected, (
+        f"{notebook.name}: parameters cell differs from StudyConfig; run python -m tts_utils.parameters_cell")
+    wanted = {f.name for f in fields(StudyConfig) if notebook.stem in f.metadata["notebooks"]}
+    assert set(papermill.inspect_notebook(str(notebook))) == wanted
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_config_field_a_notebook_reads_is_declared_there(notebook) -> None:
+    """A field read in the notebook's own cells but not declared would silently keep its default
+    under a profile (pipeline.run_notebook passes only declared keys)."""
+    code = "\n".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code")
+    known = {f.name for f in fields(StudyConfig)}
+    read = set(re.findall(r"\bconfig\.(\w+)", code)) & known
+    assert read <= set(papermill.inspect_notebook(str(notebook))), f"{notebook.name} reads undeclared {read}"
+
+
+@pytest.mark.parametrize("profile", sorted(PARAMS_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+def test_each_notebook_gets_a_valid_config_from_every_profile(profile) -> None:
+    """What pipeline.run_notebook passes (the declared keys only) still passes the cross-field
+    checks, e.g. latency_problems arrives with batch_concurrency."""
+    values = yaml.safe_load(profile.read_text())
+    StudyConfig.create(**values)
+    for notebook in NOTEBOOKS:
+        declared = papermill.inspect_notebook(str(notebook))
+        StudyConfig.create(**{key: value for key, value in values.items() if key in declared})
+
+
+def test_parameters_cell_cli_checks_and_refuses_unknown_notebooks(capsys) -> None:
+    assert parameters_cell.main(["--check"]) == 0
+    assert parameters_cell.main(["--check", "05_nope"]) == 2
+    assert "unknown notebook '05_nope'" in capsys.readouterr().err
 
 
 def test_environment_yml_mirrors_pyproject_pins() -> None:

@@ -1,8 +1,9 @@
 """Study parameters: one validated dataclass shared by the notebooks, the profiles and the CLI.
 
-The notebooks' ``parameters`` cells hold the cheap defaults as typed literals; ``params/*.yaml``
-profiles override them (papermill ``-f``, or ``python -m tts_utils.pipeline --profile``). Every
-check here fails with a one-line ``ConfigError`` before any engine starts. Used by every notebook.
+Each parameter's default, help text and notebooks live once, on its ``StudyConfig`` field
+(``param``); the notebooks' ``parameters`` cells are written from them (parameters_cell.py) as typed
+literals with the cheap defaults. ``params/*.yaml`` profiles override them (papermill ``-f``, or
+``python -m tts_utils.pipeline --profile``). Every check here fails with a one-line ``ConfigError`` before any engine starts. Used by every notebook.
 """
 
 from __future__ import annotations
@@ -27,62 +28,115 @@ FLOAT_LISTS = {"acceptance_lengths"}
 # cut: grade the output as the budget cut it; force: end the thinking there and let the model answer.
 BUDGET_MODES = ("cut", "force")
 PATH_LISTS = {"trace_sets"}
+# The notebooks of the chain (pipeline.CHAIN), named here because each parameter says which declare it.
+SETUP, GREEDY, TP, SPEC, ANALYSIS = "00_setup", "01_greedy", "02_tp", "03_spec", "04_analysis"
+NOTEBOOKS = (SETUP, GREEDY, TP, SPEC, ANALYSIS)
+# What the sweeps read (plan_runs, the engine, run_sweep's placement). 00_setup declares all of it too:
+# it checks and estimates the whole study and records its parameters (inventory.json).
+RUNS = (SETUP, GREEDY, TP, SPEC)
 
 
 class ConfigError(ValueError):
     """A parameter or profile is wrong; the message is one line that says which and why."""
 
 
+def param(default: Any, help: str, notebooks: tuple[str, ...]) -> Any:
+    """A StudyConfig field with its help text and the notebooks whose ``parameters`` cell declares it.
+
+    This is the one place a parameter is described: ``parameters_cell.py`` writes the notebooks'
+    cells from it (a test checks they match). A notebook gets only the profile keys its cell
+    declares (pipeline.run_notebook), so list every notebook whose code path reads the field, and
+    the fields its checks need alongside (latency_problems needs batch_concurrency).
+    """
+    return field(default=default, metadata={"help": help, "notebooks": notebooks})
+
+
 @dataclass(frozen=True)
 class StudyConfig:
-    """What a study runs. Field names are the notebooks' parameter names."""
+    """What a study runs. Field names are the notebooks' parameter names; the fields' order is the
+    order of the notebooks' parameters cells."""
 
-    study: str = "smoke"
-    model: str = "tiny"
-    budgets: tuple[int, ...] = (64, 128, 256)
-    dataset: str = "auto"
-    num_problems: int = 8
-    seed: int = 0
-    samples_per_problem: int = 1
-    temperature: float = 0.0
-    top_p: float = 1.0
-    concurrency: int = 1
-    tp_sizes: tuple[int, ...] = (1, 2, 4)
-    skip_unavailable_tp: bool = True
-    spec_tokens: int = 5
-    spec_lookup_min: int = 1
-    spec_lookup_max: int = 4
-    spec_method: str = "ngram"
-    draft_model: str = ""
-    spec_acceptance: str = "engine"
-    trace_sets: tuple[str, ...] = field(default_factory=tuple)
-    trace_tokenizer: str = ""
-    trace_budgets: tuple[int, ...] = (1024, 2048, 4096, 8192, 16384)
-    trace_limit: int = 0
-    dtype: str = "auto"
-    load_format: str = "auto"
-    max_model_len: int = 0
-    gpu_memory_utilization: float = 0.9
-    cpu_kv_cache_gib: int = 2
-    extra_engine_args: tuple[str, ...] = field(default_factory=tuple)
-    cudagraph_mode: str = ""
-    trust_remote_code: bool = False
-    startup_timeout_s: int = 900
-    grade_timeout_s: float = 10.0
-    dry_run: bool = False
-    gpu_hour_usd: float = 0.0
-    acceptance_lengths: tuple[float, ...] = field(default_factory=tuple)
-    acceptance_requests: int = 3
-    batch_concurrency: int = 0
-    latency_problems: int = 0
-    prediction_tolerance: float = 0.15
-    placement: str = "sequential"
-    ray_address: str = ""
-    tp_import: tuple[str, ...] = field(default_factory=tuple)
-    tp_import_any_hardware: bool = False
-    model_paths: tuple[str, ...] = field(default_factory=tuple)
-    budget_mode: str = "cut"
-    force_answer_tokens: int = 32
+    study: str = param("smoke", "results folder outputs/runs/<study>; 04_analysis reads one study", NOTEBOOKS)
+    model: str = param("tiny", "model registry key(s), comma-separated: " + ", ".join(MODELS), RUNS)
+    budgets: tuple[int, ...] = param(
+        (64, 128, 256), "output-token budgets; one pass at the largest derives the others", RUNS)
+    dataset: str = param("auto", "hub (HuggingFaceH4/MATH-500), builtin, a .jsonl/.parquet path, or auto", RUNS)
+    num_problems: int = param(8, "problems drawn from the dataset; 0 means all 500", RUNS)
+    seed: int = param(0, "seed of the problem subset, the engine and sampling", RUNS)
+    samples_per_problem: int = param(1, "requests per problem (repetitions give the spread of timings)", RUNS)
+    temperature: float = param(0.0, "0 means greedy decoding, as in the paper", RUNS)
+    top_p: float = param(1.0, "nucleus sampling, used when temperature > 0", RUNS)
+    concurrency: int = param(1, "requests in flight; 1 is latency mode, as in the paper", RUNS)
+    tp_sizes: tuple[int, ...] = param((1, 2, 4), "tensor-parallel sizes (powers of two) that 02_tp runs", (SETUP, TP))
+    skip_unavailable_tp: bool = param(
+        True, "skip, with a reason, TP sizes above this machine's devices (False: error)", (SETUP, TP))
+    spec_tokens: int = param(5, "speculation: tokens the drafter proposes per step", (SETUP, SPEC))
+    spec_lookup_min: int = param(1, "n-gram speculation: shortest n-gram looked up in the prompt", (SETUP, SPEC))
+    spec_lookup_max: int = param(4, "n-gram speculation: longest n-gram looked up in the prompt", (SETUP, SPEC))
+    spec_method: str = param("ngram", " or ".join((", ".join(SPEC_METHODS[:-1]), SPEC_METHODS[-1])), (SETUP, SPEC))
+    draft_model: str = param(
+        "", "drafter: a registry key for draft_model, the head's hub id or folder for eagle3", (SETUP, SPEC))
+    spec_acceptance: str = param(
+        "engine",
+        "engine (its own verification), replay (synthetic rates from replayed traces), or rates \"r1,r2,r3,r4,r5 @ label\"",
+        (SETUP, SPEC))
+    trace_sets: tuple[str, ...] = param(
+        (),
+        "real outputs to replay: PATH, MODEL=PATH, MODEL=public:NAME, MODEL=proxy:OTHER, own (this study's greedy TP1 runs; also what empty means)",
+        (SETUP, SPEC))
+    trace_tokenizer: str = param(
+        "", "local tokenizer folder for real traces; empty: $TTS_TRACE_TOKENIZER, the hub cache, else the hub", (SETUP, SPEC))
+    trace_budgets: tuple[int, ...] = param(
+        (1024, 2048, 4096, 8192, 16384), "budgets at which replayed traces are cut and graded", (SETUP, SPEC))
+    trace_limit: int = param(0, "traces replayed per real trace set (the first ones); 0 replays all", (SETUP, SPEC))
+    acceptance_lengths: tuple[float, ...] = param(
+        (), "mean acceptance lengths for the break-even sweep (GPU, system-only), e.g. [1.5, 2, 3, 6]", (SETUP, SPEC))
+    acceptance_requests: int = param(
+        3, "requests per acceptance length in that sweep (first problems of the study)", (SETUP, SPEC))
+    dtype: str = param("auto", "engine dtype; auto takes the checkpoint's", RUNS)
+    load_format: str = param(
+        "auto", "auto loads real weights; dummy is system-only mode: random weights, no accuracy", RUNS)
+    model_paths: tuple[str, ...] = param(
+        (), "local weight folders per model, MODEL:DIR written with an equals sign; empty loads the hub id", RUNS)
+    budget_mode: str = param(
+        "cut",
+        "cut grades the output as the budget cut it; force ends the thinking there and lets the model answer",
+        RUNS)
+    force_answer_tokens: int = param(
+        32, "budget_mode force: most answer tokens written after the forced end of thinking", RUNS)
+    max_model_len: int = param(0, "engine context length; 0 fits the longest prompt plus the largest budget", RUNS)
+    gpu_memory_utilization: float = param(0.9, "share of GPU memory for weights and KV cache (GPU engine)", RUNS)
+    cpu_kv_cache_gib: int = param(
+        2, "KV cache size in GiB on the CPU engine; 0 sizes it by gpu_memory_utilization", RUNS)
+    extra_engine_args: tuple[str, ...] = param((), "further vLLM flags, e.g. [\"--enforce-eager\"]", RUNS)
+    cudagraph_mode: str = param(
+        "",
+        "vLLM CUDA-graph mode on a GPU engine; empty keeps its default, FULL also captures steps without a draft",
+        RUNS)
+    trust_remote_code: bool = param(False, "let the engine run code shipped with a model", RUNS)
+    startup_timeout_s: int = param(900, "give up on an engine not healthy by then", RUNS)
+    grade_timeout_s: float = param(10.0, "per-output grading limit; slower outputs count as ungradable", RUNS)
+    batch_concurrency: int = param(
+        0, "above 0, 01_greedy first runs one batched accuracy pass per model at this concurrency (TP 1)", RUNS)
+    latency_problems: int = param(
+        0,
+        "above 0, latency is measured on this many seeded problems and predicted for the rest (needs batch_concurrency)",
+        RUNS)
+    prediction_tolerance: float = param(
+        0.15, "a latency run whose step-cost prediction misses by more measures every problem", RUNS)
+    placement: str = param("sequential", "sequential, or ray: independent runs side by side on disjoint GPUs", RUNS)
+    ray_address: str = param("", "a Ray cluster for placement ray; empty starts a local one", RUNS)
+    dry_run: bool = param(False, "plan and estimate only; start no engine", RUNS)
+    gpu_hour_usd: float = param(
+        0.0,
+        "dollars per GPU-hour; 0 takes the list price of the study's GPU (tts_utils/report/prices.py)",
+        (SETUP, ANALYSIS))
+    tp_import: tuple[str, ...] = param(
+        (),
+        "studies (or folders of runs) whose greedy runs at several TP sizes price the traces; provenance kept",
+        (ANALYSIS,))
+    tp_import_any_hardware: bool = param(
+        False, "import step costs measured on another GPU model too (refused by default)", (ANALYSIS,))
 
     @property
     def model_keys(self) -> list[str]:

@@ -29,7 +29,7 @@ from typing import IO, Any
 
 from tts_utils.banners import PLUMBING_WARNING, SYSTEM_ONLY_WARNING, shout
 from tts_utils.cli import default_profile, fail, parse_overrides, resolve_parameters, study_parser
-from tts_utils.config import ConfigError
+from tts_utils.config import NOTEBOOKS, ConfigError
 from tts_utils.engine import vllm_compat
 from tts_utils.paths import NOTEBOOKS_DIR, profile_path, reports_dir, study_dir
 from tts_utils.progress import strip_ansi
@@ -37,7 +37,7 @@ from tts_utils.report.landing import write_landing_page
 from tts_utils.store import atomic_write_json, read_json
 from tts_utils.study.preflight import check_inputs
 
-CHAIN = ("00_setup", "01_greedy", "02_tp", "03_spec", "04_analysis")
+CHAIN = NOTEBOOKS  # named once, in config.py, where each parameter lists the notebooks that declare it
 
 
 def notebook_path(name: str) -> Path:
