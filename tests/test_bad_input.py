@@ -18,7 +18,7 @@ from tts_utils import data, pipeline
 from tts_utils.config import ConfigError, StudyConfig, read_profile
 from tts_utils.engine.model_source import ModelSource, resolve
 from tts_utils.models import get_model
-from tts_utils.speculation import replay, traces
+from tts_utils.speculation import replay, replay_sets, traces
 from tts_utils.speculation.traces import load_trace_set
 from tts_utils.store import RunFolder, atomic_write_text, file_sha256, load_study, no_runs_reason, study_lock
 from tts_utils.study import preflight, sweep
@@ -337,13 +337,13 @@ def test_replay_files_are_checked_on_read_and_excluded(outputs_dir, capsys) -> N
     folder.mkdir(parents=True)
     atomic_write_text(folder / "rows.csv", "problem_id,budget_tokens\np,64\n")
     atomic_write_text(folder / "steps.json", "[\n]\n")
-    meta = replay.sealed({"identity": {"model": "1.5b", "settings": {}}, "trace_set_name": "traces",
+    meta = replay_sets.sealed({"identity": {"model": "1.5b", "settings": {}}, "trace_set_name": "traces",
                           "summary": [{"budget_tokens": 64, "tokens_per_step": 1.876, "traces": 1}],
-                          "sha256": {n: file_sha256(folder / n) for n in replay.REPLAY_FILES}})
+                          "sha256": {n: file_sha256(folder / n) for n in replay_sets.REPLAY_FILES}})
     (folder / "replay.json").write_text(json.dumps(meta))
-    assert replay.replay_problem(folder) == "" and len(replay.load_replays("s")) == 1
+    assert replay_sets.replay_problem(folder) == "" and len(replay_sets.load_replays("s")) == 1
     (folder / "replay.json").write_text(json.dumps(meta).replace("1.876", "2.232"))
-    assert replay.load_replays("s").empty and "summary fails its checksum" in capsys.readouterr().out
+    assert replay_sets.load_replays("s").empty and "summary fails its checksum" in capsys.readouterr().out
     (folder / "replay.json").write_text(json.dumps(meta))
     (folder / "rows.csv").write_text("problem_id,budget_tokens\np,65\n")
-    assert "rows.csv: checksum does not match" in replay.replay_problem(folder)
+    assert "rows.csv: checksum does not match" in replay_sets.replay_problem(folder)

@@ -15,7 +15,7 @@ import pytest
 
 from tts_utils.paths import NOTEBOOKS_DIR, REPO_ROOT
 from tts_utils.pipeline import CHAIN
-from tts_utils.report.landing import unexpected_stderr
+from tts_utils.report.what_ran import unexpected_stderr
 
 pytestmark = pytest.mark.engine
 # smoke.yaml's trace_limit, and the strict accuracy at 16K of that many public traces (test_replay's

@@ -14,7 +14,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 from tts_utils import data, progress
 from tts_utils.notebook import REPORT_DIR_VARIABLE, LinkedTable
 from tts_utils.paths import REPO_ROOT, reports_dir
-from tts_utils.report.landing import executed_notebooks, unexpected_stderr, write_landing_page
+from tts_utils.report.landing import write_landing_page
+from tts_utils.report.what_ran import executed_notebooks, unexpected_stderr
 
 REFERENCE = REPO_ROOT / "reference_results"
 

@@ -88,7 +88,7 @@ def test_public_and_proxy_trace_sets_in_a_study(traces_dir, r1_tokenizer_path, m
     """03_spec's replays: a public set by name (local copy), and 14B standing in with 7B's traces."""
     from tts_utils.config import StudyConfig
     from tts_utils.report.modelled import load_replay_sets
-    from tts_utils.speculation.replay import replayed_rates, run_replays
+    from tts_utils.speculation.replay_sets import replayed_rates, run_replays
 
     monkeypatch.setenv("TTS_TRACES_DIR", str(traces_dir))
     config = StudyConfig.create(study="proxy", model="7b,14b", load_format="dummy", dataset=str(math500_path),
@@ -123,7 +123,7 @@ def test_offline_without_a_copy_the_public_sets_are_skipped_with_a_note(clean_en
     """No network, no local copy: each optional public set is one line, and 03's replay step goes on
     (the study has no greedy run yet, so ``own`` has nothing either and says so)."""
     from tts_utils.config import StudyConfig
-    from tts_utils.speculation.replay import run_replays
+    from tts_utils.speculation.replay_sets import run_replays
 
     monkeypatch.setenv("TTS_TRACES_URL", "http://127.0.0.1:9")
     config = StudyConfig.create(study="offline", trace_sets=_smoke_trace_sets(), dataset="builtin", trace_limit=5)
@@ -140,7 +140,7 @@ def test_offline_without_a_tokenizer_the_sets_are_skipped_fast(traces_dir, clean
     import time
 
     from tts_utils.config import StudyConfig
-    from tts_utils.speculation.replay import run_replays
+    from tts_utils.speculation.replay_sets import run_replays
 
     monkeypatch.setenv("TTS_TRACES_DIR", str(traces_dir))
     monkeypatch.delenv("TTS_TRACE_TOKENIZER", raising=False)
@@ -163,7 +163,7 @@ def test_public_sets_carry_their_problems_and_trace_limit_cuts_them(traces_dir, 
     import json
 
     from tts_utils.config import StudyConfig
-    from tts_utils.speculation.replay import run_replays
+    from tts_utils.speculation.replay_sets import run_replays
 
     monkeypatch.setenv("TTS_TRACES_DIR", str(traces_dir))
     monkeypatch.setenv("TTS_TRACE_TOKENIZER", str(r1_tokenizer_path))

@@ -19,14 +19,8 @@ import numpy as np
 import pandas as pd
 
 from tts_utils.paths import study_dir
-from tts_utils.speculation.replay import (
-    NgramSettings,
-    TraceSteps,
-    engine_ngram_matcher,
-    load_replay_steps,
-    load_replays,
-    replay_steps,
-)
+from tts_utils.speculation.replay import NgramSettings, TraceSteps, engine_ngram_matcher, replay_steps
+from tts_utils.speculation.replay_sets import load_replay_steps, load_replays
 from tts_utils.store import CorruptResultError, RunFolder
 
 # A configuration whose predicted mean latency misses the measured one by more than this is
@@ -171,7 +165,7 @@ def validate(steps: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
 
 def predict_traces(costs: pd.DataFrame, ttft_s: float, replay_steps: list[dict], budgets: list[int],
                    speculative: bool) -> pd.DataFrame:
-    """Predicted latency of every replayed real trace (``replay.load_replay_steps``) at every
+    """Predicted latency of every replayed real trace (``replay_sets.load_replay_steps``) at every
     budget, one row each (shaped like results.csv rows, so intervals.py can bootstrap them):
     greedy decoding emits one token per step; n-gram follows the replayed drafts and acceptance."""
     rows = []

@@ -23,7 +23,7 @@ from tts_utils.engine.server import EngineConfig, EngineStartError, SpeculativeC
 from tts_utils.hardware import detect
 from tts_utils.models import ModelSpec, get_model
 from tts_utils.paths import study_dir
-from tts_utils.speculation.replay import replayed_rates
+from tts_utils.speculation.replay_sets import replayed_rates
 from tts_utils.store import (
     RunFolder,
 )
