@@ -103,8 +103,7 @@ def run_forcing(client, base_url: str, plan, records: list[dict], target, done: 
     sampling; returns how many ran. ``plan`` is a plan.RunPlan with ``force_answer_tokens`` > 0."""
 
     tokenizer = load_tokenizer(plan.source)
-    prompts = {p.unique_id: tokenizer(plan.model.prompt(p.problem), add_special_tokens=False)["input_ids"]
-               for p in plan.problems.problems}
+    prompts = plan.prompts_by_problem()
     specs = forced_specs(records, plan.budgets, prompts, plan.model, tokenizer, plan.force_answer_tokens, done)
     by_id = {spec.request_id: spec for spec in specs}
 

@@ -48,9 +48,9 @@ CONTEXT_MARGIN_TOKENS = 16
 FORCING_CUE_TOKENS = 32
 WARMUP_TOKENS = 16
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunPlan:
-    """One engine configuration over one problem set, at every budget."""
+    """One engine configuration over one problem set, at every budget. Built with keywords."""
 
     study: str
     model: ModelSpec
@@ -60,7 +60,8 @@ class RunPlan:
     sampling: SamplingConfig
     budgets: tuple[int, ...]
     problems: ProblemSet
-    prompt_tokens: tuple[int, ...]
+    # Each problem's prompt as token ids, in ``problems`` order: tokenised once, here.
+    prompt_ids: tuple[tuple[int, ...], ...]
     samples_per_problem: int
     concurrency: int
     system_only: bool
@@ -73,6 +74,15 @@ class RunPlan:
     prediction_tolerance: float = 0.15
     # budget_mode force: answer tokens after the forced end of thinking (budget_forcing.py); 0 is cut.
     force_answer_tokens: int = 0
+
+    @property
+    def prompt_tokens(self) -> tuple[int, ...]:
+        """Prompt lengths in tokens, in ``problems`` order."""
+        return tuple(len(ids) for ids in self.prompt_ids)
+
+    def prompts_by_problem(self) -> dict[str, list[int]]:
+        """Each problem's prompt token ids, by problem id."""
+        return {p.unique_id: list(ids) for p, ids in zip(self.problems.problems, self.prompt_ids)}
 
     @property
     def batched(self) -> bool:
@@ -180,14 +190,15 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
         model_config = load_model_config(source)
         if speculative is not None and speculative.method == "draft_model":
             speculative = with_vocabulary_check(speculative, config, key, model_config)
-        prompt_tokens = tuple(len(tokenizer(model.prompt(p.problem), add_special_tokens=False)["input_ids"])
-                              for p in problems.problems)
-        needed = max(prompt_tokens) + config.max_budget + CONTEXT_MARGIN_TOKENS
+        prompt_ids = tuple(tuple(tokenizer(model.prompt(p.problem), add_special_tokens=False)["input_ids"])
+                           for p in problems.problems)
+        longest_prompt = max(len(ids) for ids in prompt_ids)
+        needed = longest_prompt + config.max_budget + CONTEXT_MARGIN_TOKENS
         if config.budget_mode == "force":  # the continuation: + marker and cue + answer tokens
             needed += FORCING_CUE_TOKENS + config.force_answer_tokens
         max_model_len = config.max_model_len or needed
         if max_model_len < needed:
-            raise ConfigError(f"max_model_len {max_model_len} < longest prompt ({max(prompt_tokens)} tokens) "
+            raise ConfigError(f"max_model_len {max_model_len} < longest prompt ({longest_prompt} tokens) "
                               f"+ largest budget ({config.max_budget}) for model {key}")
         if source.max_context is not None and max_model_len > source.max_context:
             raise ConfigError(f"prompt + largest budget need {max_model_len} tokens but {key} has a "
@@ -216,11 +227,13 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
             except EngineStartError as error:
                 raise ConfigError(f"{key} at TP={size}: {error}") from None
             plans.append(RunPlan(
-                config.study, model, source, BATCHED_METHOD if batched else method, engine, sampling,
-                tuple(sorted(set(config.budgets))), problems, prompt_tokens, config.samples_per_problem,
-                config.batch_concurrency if batched else config.concurrency, config.system_only,
-                config.grade_timeout_s, config.startup_timeout_s, acceptance,
-                () if batched else subset, config.prediction_tolerance,
+                study=config.study, model=model, source=source, method=BATCHED_METHOD if batched else method,
+                engine=engine, sampling=sampling, budgets=tuple(sorted(set(config.budgets))), problems=problems,
+                prompt_ids=prompt_ids, samples_per_problem=config.samples_per_problem,
+                concurrency=config.batch_concurrency if batched else config.concurrency,
+                system_only=config.system_only, grade_timeout_s=config.grade_timeout_s,
+                startup_timeout_s=config.startup_timeout_s, acceptance=acceptance,
+                latency_subset=() if batched else subset, prediction_tolerance=config.prediction_tolerance,
                 force_answer_tokens=config.force_answer_tokens if config.budget_mode == "force" else 0,
             ))
     return plans, skipped

@@ -92,9 +92,7 @@ def step_table(plan: RunPlan, records: list[dict], probes: list[dict]) -> pd.Dat
     """One row per engine step of every request (measured and probe): context length, draft
     length, tokens and seconds; the input of the step-cost model (stepcost.py)."""
 
-    tokenizer = load_tokenizer(plan.source)
-    prompts = {p.unique_id: tokenizer(plan.model.prompt(p.problem), add_special_tokens=False)["input_ids"]
-               for p in plan.problems.problems}
+    prompts = plan.prompts_by_problem()
     speculative = plan.engine.speculative
     greedy = plan.sampling.temperature == 0
     frames = [classify_chunks(record, prompts[record["problem_id"]], speculative, kind, greedy and kind == "measured")
@@ -119,7 +117,7 @@ def predicted_rows(plan: RunPlan, folder: RunFolder, measured: pd.DataFrame) -> 
     batched = batched_run(plan)
     if batched is None:
         return pd.DataFrame()
-    tokenizer = load_tokenizer(plan.source)
+    prompts = plan.prompts_by_problem()
     costs = fit_step_costs(step_table(plan, read_records(folder.requests_file), read_records(folder.probe_file)))
     ttft = float(measured["ttft_s"].mean())
     grades = pd.read_csv(batched.results_file).set_index(["problem_id", "sample_index", "budget_tokens"])
@@ -129,8 +127,7 @@ def predicted_rows(plan: RunPlan, folder: RunFolder, measured: pd.DataFrame) -> 
     for record in read_records(batched.requests_file):
         if record["problem_id"] in plan.latency_subset or record["problem_id"] not in problems:
             continue
-        prompt_ids = tokenizer(plan.model.prompt(problems[record["problem_id"]].problem),
-                               add_special_tokens=False)["input_ids"]
+        prompt_ids = prompts[record["problem_id"]]
         steps = known_steps(record, prompt_ids, plan.engine.speculative, greedy)
         if steps is None:
             return pd.DataFrame()

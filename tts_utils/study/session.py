@@ -188,8 +188,7 @@ def engine_session(plan: RunPlan, folder: RunFolder, budget_mode: str | None) ->
 def _forcing_pending(plan: RunPlan, folder: RunFolder, records: list[dict]) -> bool:
     """Whether some budget-forcing continuation of the requests on disk is not on disk yet."""
     tokenizer = load_tokenizer(plan.source)
-    prompts = {p.unique_id: tokenizer(plan.model.prompt(p.problem), add_special_tokens=False)["input_ids"]
-               for p in plan.problems.problems}
+    prompts = plan.prompts_by_problem()
     done = {r["request_id"] for r in read_records(folder.path / budget_forcing.FORCED_FILE)}
     return bool(budget_forcing.forced_specs(records, plan.budgets, prompts, plan.model, tokenizer,
                                             plan.force_answer_tokens, done))
