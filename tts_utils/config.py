@@ -82,7 +82,7 @@ class StudyConfig:
         (SETUP, SPEC))
     trace_sets: tuple[str, ...] = param(
         (),
-        "real outputs to replay: PATH, MODEL=PATH, MODEL=public:NAME, MODEL=proxy:OTHER, own (this study's greedy TP1 runs; also what empty means)",
+        "real outputs to replay: PATH, MODEL:PATH, MODEL:public:NAME, MODEL:proxy:OTHER (written with an equals sign) or own: this study's greedy TP1 runs (what empty replays)",
         (SETUP, SPEC))
     trace_tokenizer: str = param(
         "", "local tokenizer folder for real traces; empty: $TTS_TRACE_TOKENIZER, the hub cache, else the hub", (SETUP, SPEC))
