@@ -175,3 +175,16 @@ def test_sweep_results_show_what_a_reader_needs(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(notebook, "_planned_summary", lambda config, name: mixed)
     shown = notebook.sweep_results(None, "01_greedy")
     assert {"budget_mode", "acceptance"} <= set(shown.columns)
+
+
+def test_the_landing_page_shows_replayed_real_traces(outputs_dir: Path) -> None:
+    """Real accuracy by budget and n-gram acceptance, per trace set, right after the claims."""
+    shutil.copytree(REFERENCE / "replays" / "h200-realistic", outputs_dir / "replays" / "traces-only")
+    page = write_landing_page("traces-only").read_text()
+    assert "Real numbers here: accuracy by budget and n-gram acceptance" in page
+    section = page.split("<h2>Real reasoning traces</h2>")[1].split("<h2>")[0]
+    assert "<strong>1.5b</strong>: r1-distill-qwen-1.5b.math500-first100.t0.6.jsonl (100 traces)" in section
+    assert re.search(r"<td>1.5b</td><td class=\"num\">16,384</td><td class=\"num\">0.80</td>", section)
+    assert "r1-distill-qwen-7b.math500-first20.t0.6.jsonl (20 traces)" in section
+    assert re.search(r"<td>7b</td><td class=\"num\">1,024</td><td class=\"num\">0.10</td>", section)
+    assert page.index("Real reasoning traces</h2>") > page.index("re-tested here</h2>")

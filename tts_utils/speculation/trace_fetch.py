@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlparse
 
 from tts_utils.config import ConfigError
 from tts_utils.data import hub_reachable
@@ -37,6 +40,7 @@ TRACES_URL_ENV = "TTS_TRACES_URL"
 TRACE_TOKENIZER_ENV = "TTS_TRACE_TOKENIZER"
 RAW_GITHUB = "https://raw.githubusercontent.com"
 FETCH_TIMEOUT_S = 20.0
+CONNECT_TIMEOUT_S = 3.0
 PUBLIC, OPTIONAL = "public:", "public?:"
 
 
@@ -100,6 +104,25 @@ def lookup(name: str) -> PublicTrace:
     return PUBLIC_TRACES[key]
 
 
+@lru_cache(maxsize=8)
+def _probe(host: str, port: int) -> str:
+    """Empty when ``host:port`` accepts a connection within CONNECT_TIMEOUT_S, else why not."""
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        return str(error) or type(error).__name__
+    return ""
+
+
+def _reachable(url: str) -> None:
+    """Fail in seconds where the network drops packets (a download would wait FETCH_TIMEOUT_S per file)."""
+    parts = urlparse(url)
+    if parts.scheme in {"http", "https"} and parts.hostname:
+        why = _probe(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        if why:
+            raise OSError(f"{parts.hostname} unreachable: {why}")
+
+
 def fetch(name: str, base_url: str | None = None, timeout_s: float = FETCH_TIMEOUT_S) -> Path:
     """The local path of a public trace file: a local copy, the cache, or a download (all sha256-checked).
 
@@ -113,6 +136,7 @@ def fetch(name: str, base_url: str | None = None, timeout_s: float = FETCH_TIMEO
         return _checked(cached, trace, str(cached))
     url = trace.url(base_url)
     try:
+        _reachable(url)
         with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (https or a test's file URL)
             data = response.read()
     except (urllib.error.URLError, OSError, ValueError) as error:
