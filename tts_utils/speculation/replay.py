@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tts_utils.cli import OneLineParser, check_output_file, fail
+from tts_utils.cli import OneLineParser, check_output_file, run
 from tts_utils.config import MAX_SPEC_TOKENS, ConfigError
 from tts_utils.engine.model_source import ModelSource, load_tokenizer, resolve
 from tts_utils.grading import GradeItem, Grader
@@ -259,9 +260,6 @@ def summary_json(result: ReplayResult) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tts_utils replay TRACE_FILE --model 1.5b``: replay speculation and grade by budget."""
-    import sys
-
-
     parser = OneLineParser(prog="python -m tts_utils replay", description=main.__doc__)
     parser.add_argument("trace_file", help="a JSON Lines trace file (.jsonl or .jsonl.gz) or one of the kit's run folders")
     parser.add_argument("--model", required=True, help="registry key of the model that wrote the traces")
@@ -274,30 +272,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-grade", action="store_true", help="speculation figures only")
     parser.add_argument("--json", default=None, help="also write the table as JSON here")
     args = parser.parse_args(argv)
+    return run(lambda: _replay_command(args))
+
+
+def _replay_command(args) -> None:
+    """The replay CLI's work for ``main``; a ConfigError for bad input (cli.run makes it one line)."""
     try:
-        try:
-            budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
-        except ValueError:
-            budgets = []
-        if not budgets or min(budgets) <= 0:
-            raise ConfigError(f"--budgets must be comma-separated positive integers, got {args.budgets!r}")
-        if args.model not in MODELS:
-            raise ConfigError(f"unknown model {args.model!r}; known: {', '.join(MODELS)}")
-        if args.json:
-            check_output_file(args.json, "--json")  # before the replay, which can take minutes
-        model = get_model(args.model)
-        source = resolve(model, "auto")
-        if args.tokenizer:
-            source = ModelSource(source.engine_path, args.tokenizer, source.identity, source.max_context)
-        settings = NgramSettings(args.spec_tokens, args.lookup_min, args.lookup_max)
-        settings.check()
-        trace_set = load_trace_set(args.trace_file, model, source, args.dataset)
-        for note in trace_set.notes:
-            print(f"!! {trace_set.name}: {note}", file=sys.stderr)
-        tokenizer = None if args.no_grade else load_tokenizer(source)
-        result = replay(trace_set, settings, budgets, tokenizer, model.reasoning_end, on_steps=lambda *_: None)
-    except ConfigError as error:
-        return fail(error)
+        budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
+    except ValueError:
+        budgets = []
+    if not budgets or min(budgets) <= 0:
+        raise ConfigError(f"--budgets must be comma-separated positive integers, got {args.budgets!r}")
+    if args.model not in MODELS:
+        raise ConfigError(f"unknown model {args.model!r}; known: {', '.join(MODELS)}")
+    if args.json:
+        check_output_file(args.json, "--json")  # before the replay, which can take minutes
+    model = get_model(args.model)
+    source = resolve(model, "auto")
+    if args.tokenizer:
+        source = ModelSource(source.engine_path, args.tokenizer, source.identity, source.max_context)
+    settings = NgramSettings(args.spec_tokens, args.lookup_min, args.lookup_max)
+    settings.check()
+    trace_set = load_trace_set(args.trace_file, model, source, args.dataset)
+    for note in trace_set.notes:
+        print(f"!! {trace_set.name}: {note}", file=sys.stderr)
+    tokenizer = None if args.no_grade else load_tokenizer(source)
+    result = replay(trace_set, settings, budgets, tokenizer, model.reasoning_end, on_steps=lambda *_: None)
     columns = [c for c in ("budget_tokens", "accuracy_strict", "accuracy_lenient", "reasoning_finished",
                            "tokens_per_step", "acceptance_rate", "mean_acceptance_length",
                            "no_draft_step_fraction") if c in result.summary]
@@ -311,8 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                 json.dump(summary_json(result), out, indent=2, default=float)
                 out.write("\n")
         except OSError as error:
-            return fail(ConfigError(f"--json {args.json}: cannot write ({error.strerror or error})"))
-    return 0
+            raise ConfigError(f"--json {args.json}: cannot write ({error.strerror or error})") from None
 
 
 if __name__ == "__main__":

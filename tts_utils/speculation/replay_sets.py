@@ -4,6 +4,7 @@ read back for 04_analysis, and their acceptance rates for synthetic n-gram runs 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -52,9 +53,6 @@ def run_replays(config) -> pd.DataFrame:
     provenance, per-budget summary), ``rows.csv`` (per trace x budget) and ``steps.json`` (each
     trace's replayed steps, for the step-cost model). Returns the per-budget summaries.
     """
-    import hashlib
-
-
     settings = NgramSettings(config.spec_tokens, config.spec_lookup_min, config.spec_lookup_max)
     settings.check()
     summaries, folders, proxies = [], {}, []
@@ -142,17 +140,12 @@ class StepsWriter:
 
 def sealed(meta: dict) -> dict:
     """``meta`` with a checksum of its own summary: numbers edited in replay.json are found on read."""
-    import hashlib
-
     digest = hashlib.sha256(json.dumps(meta["summary"], sort_keys=True, default=str).encode()).hexdigest()
     return {**meta, "summary_sha256": digest}
 
 
 def replay_problem(folder: Path) -> str:
     """Why a replay folder cannot be read ("" when its files match the checksums it recorded)."""
-    import hashlib
-
-
     try:
         meta = json.loads((folder / "replay.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:

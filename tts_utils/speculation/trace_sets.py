@@ -94,7 +94,6 @@ def trace_source(config, key: str, entry: TraceEntry):
     weights (``model_paths``) bring theirs and none is given. Random-weight shapes carry the tiny
     tokenizer, so real traces always need the model's own."""
 
-
     model = get_model(key)
     source = resolve(model, config.load_format, config.local_model_dirs)
     local_weights = key in config.local_model_dirs and config.load_format != "dummy"

@@ -44,6 +44,7 @@ import itertools
 import json
 import re
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -347,9 +348,6 @@ def _line(where: str) -> str:
 
 def _progress_for(path: Path):
     """A progress counter (per trace) for long files, or a no-op."""
-    from contextlib import nullcontext
-
-
     size = path.stat().st_size if path.is_file() else 0
     if size < LONG_FILE_BYTES:
         return nullcontext(lambda: None)
