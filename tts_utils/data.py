@@ -99,11 +99,17 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
            for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
         return False
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    return not connection_refused(host, 443, timeout_s)
+
+
+def connection_refused(host: str, port: int, timeout_s: float = 3.0) -> str:
+    """Why ``host:port`` accepts no connection within ``timeout_s``; empty when it does. A look
+    before a library waits out its own retries (the hub, trace downloads)."""
     try:
-        socket.create_connection((host, 443), timeout=timeout_s).close()
-    except OSError:
-        return False
-    return True
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as error:
+        return str(error) or type(error).__name__
+    return ""
 
 
 def _to_problems(records: list[dict], source: str) -> list[Problem]:

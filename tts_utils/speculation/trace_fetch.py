@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from tts_utils.config import ConfigError
-from tts_utils.data import hub_reachable
+from tts_utils.data import connection_refused, hub_reachable
 from tts_utils.models import ModelSpec
 from tts_utils.paths import cache_dir
 
@@ -105,20 +104,11 @@ def lookup(name: str) -> PublicTrace:
 
 
 @lru_cache(maxsize=8)
-def _probe(host: str, port: int) -> str:
-    """Empty when ``host:port`` accepts a connection within CONNECT_TIMEOUT_S, else why not."""
-    try:
-        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as error:
-        return str(error) or type(error).__name__
-    return ""
-
-
 def _reachable(url: str) -> None:
     """Fail in seconds where the network drops packets (a download would wait FETCH_TIMEOUT_S per file)."""
     parts = urlparse(url)
     if parts.scheme in {"http", "https"} and parts.hostname:
-        why = _probe(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        why = connection_refused(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), CONNECT_TIMEOUT_S)
         if why:
             raise OSError(f"{parts.hostname} unreachable: {why}")
 
