@@ -18,6 +18,7 @@ from tts_utils.cli import run, study_config, study_parser
 from tts_utils.config import ConfigError, StudyConfig
 from tts_utils.engine import vllm_compat
 from tts_utils.hardware import detect
+from tts_utils.speculation.replay_sets import run_replays
 from tts_utils.store import (
     CorruptResultError,
     atomic_write_json,
@@ -136,8 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def command() -> int:
+        config = study_config(args)
+        if args.notebook == "03_spec" and config.spec_acceptance == "replay":
+            # What 03_spec does before its runs: their synthetic acceptance comes from these replays.
+            print(run_replays(config).to_string(index=False))
         try:
-            print(run_sweep(study_config(args), args.notebook, args.only).to_string(index=False))
+            print(run_sweep(config, args.notebook, args.only).to_string(index=False))
         except SweepError as error:  # some runs failed: finished ones are kept (not bad input)
             print(f"error: {error}", file=sys.stderr)
             return 1
