@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Run a command on a lent GPU machine (the device tool), from the repo root, with what the kit needs
+# there and cannot download: vLLM from the carried site bundle (.bundle/site.tar.xz, built by
+# ../shared/gpu/build_site_bundle.py), papermill/nbconvert/ipykernel/math-verify from carried wheels
+# (.whl/), traces and tokenizer (.devdata/data.tar.xz), earlier run folders (.devdata/state.tar.gz),
+# and this checkout's newest commits (.devdata/head.bundle: `git bundle create .devdata/head.bundle
+# BASE..main`), so that runs record the commit they ran and not "uncommitted changes".
+# Usage: benchmarks/on_device.sh COMMAND [ARGS...]   (carry .bundle, .whl and .devdata)
+set -u
+if [ -f .devdata/head.bundle ]; then
+  git fetch -q .devdata/head.bundle main:refs/remotes/local/main && git reset -q local/main
+fi
+echo "== commit $(git rev-parse --short HEAD), $(git status --porcelain --untracked-files=no | wc -l) files changed"
+python3 -c "import tarfile; tarfile.open('.bundle/site.tar.xz', 'r:xz').extractall('/tmp/site')" || exit
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/nb .whl/*.whl || exit
+fi
+mkdir -p /tmp/devdata outputs
+[ ! -f .devdata/data.tar.xz ] || tar xJf .devdata/data.tar.xz -C /tmp/devdata || exit
+[ ! -f .devdata/state.tar.gz ] || tar xzf .devdata/state.tar.gz -C outputs || exit
+export PYTHONPATH=/tmp/site:/tmp/nb VLLM_USE_FLASHINFER_SAMPLER=0 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 \
+  NVSHMEM_DISABLE_NVLS=1 VLLM_ALLREDUCE_USE_SYMM_MEM=0 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 \
+  TTS_TRACES_DIR=/tmp/devdata/traces TTS_TRACE_TOKENIZER=/tmp/devdata/tokenizer
+"$@"
