@@ -182,6 +182,9 @@ def test_synthetic_acceptance_is_refused_before_launch_on_the_cpu_engine() -> No
     config = StudyConfig.create(dataset="builtin", num_problems=2, spec_acceptance="0.4,0.2,0.1,0.05,0.02 @ test")
     with pytest.raises(ConfigError, match="synthetic acceptance .* needs a GPU engine"):
         plan_runs(config, "03_spec")
+    # A dry run starts nothing: it plans a GPU study here (and renders its finished runs).
+    dry = plan_runs(replace(config, dry_run=True), "03_spec")[0][0]
+    assert dry.engine.speculative.synthetic_acceptance_rates == (0.4, 0.2, 0.1, 0.05, 0.02)
 
 
 def test_a_drafter_shape_without_weights_is_refused_outside_system_only() -> None:

@@ -166,7 +166,10 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
     if notebook not in NOTEBOOK_METHODS:
         raise ConfigError(f"unknown sweep notebook {notebook!r}; expected one of {', '.join(NOTEBOOK_METHODS)}")
     tp_sizes, skipped = config.usable_tp_sizes() if notebook == "02_tp" else ([1], [])
-    if config.cudagraph_mode and detect().accelerator == "cpu":
+    # What only a GPU engine can do is refused on a CPU before anything starts; a dry run starts
+    # nothing, so it plans (and renders the finished runs of) a GPU study on any machine.
+    cpu_engine = detect().accelerator == "cpu" and not config.dry_run
+    if config.cudagraph_mode and cpu_engine:
         raise ConfigError(f"cudagraph_mode {config.cudagraph_mode} needs a GPU engine: the CPU engine captures "
                           "no CUDA graphs; leave cudagraph_mode empty here")
     problems = load_problems(config.dataset, config.num_problems, config.seed)
@@ -180,7 +183,7 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
         source = resolve(model, config.load_format, config.local_model_dirs)
         if notebook == "03_spec":
             rates, acceptance = acceptance_for(config, key)
-            if rates is not None and detect().accelerator == "cpu":
+            if rates is not None and cpu_engine:
                 raise ConfigError("synthetic acceptance (spec_acceptance) needs a GPU engine: vLLM's CPU sampler "
                                   "does not support synthetic rejection sampling")
             speculative = SpeculativeConfig(*spec_settings, synthetic_acceptance_rates=rates,
