@@ -7,7 +7,7 @@ then the first few prompts alone (the kit's batch-1 check) and compares every to
 ``session.verify_batch_invariance`` does, and times a lone request (what the check costs).
 Settings come from the command line: ``--cudagraph-mode``, ``--enforce-eager``; environment
 variables such as ``VLLM_USE_BREAKABLE_CUDAGRAPH=1`` are the caller's. Used by
-``benchmarks/gpu_step_costs.sh``'s second round; not used by the notebooks.
+``benchmarks/gpu_batch_invariance.sh``; not used by the notebooks.
 """
 from __future__ import annotations
 

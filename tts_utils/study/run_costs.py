@@ -44,13 +44,17 @@ CPU_ENGINE_START_S = 60.0
 # Batched decode throughput, output tokens/s of one engine at TP 1 with VLLM_BATCH_INVARIANT=1 on
 # one H200: measured 2026-11-29 at concurrency 64, 64 MATH500 prompts x 1,024 tokens, random
 # weights (reference_results/runs/h200-grid). Used for any concurrency >= 64 (256 should be faster:
-# an upper bound on time).
+# an upper bound on time). The batch-invariance round on an H100 (2026-12-06, 1.5B, 64 prompts x
+# 512 tokens, reference_results/step_costs/h100/batch_invariance) agrees: 11,136 tokens/s at vLLM's
+# default settings, which were the fastest that passed the token check (plain kernels: 22,660).
 BATCHED_TOKENS_PER_S = {"1.5b": 10_089.0, "7b": 4_441.0, "14b": 2_351.0, "tiny": 1_000.0}
 # The batched pass's engine with batch-invariant kernels: start-up (mean of 167, 138, 180 s measured
-# for 1.5B/7B/14B) and how much slower it decodes one request alone (the live batch-1 check):
-# 2.7x (1.5B) to 3.5x (14B) measured, from the same runs.
+# for 1.5B/7B/14B) and how much slower it decodes one request alone (the live batch-1 check) than
+# plain kernels: 1.5B 3.0x (6.78 vs 2.25 ms per token, the H100 round above; 2.7x on the H200),
+# 14B 3.5x (H200 grid); models without a measurement take 3.3.
 BATCHED_ENGINE_START_S = 162.0
-BATCH_INVARIANT_SLOWDOWN = 3.3
+BATCH_INVARIANT_SLOWDOWN = {"1.5b": 3.0, "14b": 3.5}
+BATCH_INVARIANT_SLOWDOWN_DEFAULT = 3.3
 # Mean output tokens per request at a budget = mean of min(output length, budget) over real traces
 # on MATH500 (../shared/data/traces, sampled at T=0.6): 1.5B from 100 traces (mean 2,760 tokens,
 # 5% hit 16K), 7B from 20 traces (mean 4,785, 5% hit 16K). Greedy text repeats more than sampled
@@ -68,8 +72,10 @@ LENGTH_STAND_IN = {"14b": "7b", "s1.1-1.5b": "1.5b", "s1.1-7b": "7b", "s1.1-14b"
 # Other speculation methods: 1.0 (not measured).
 NGRAM_LATENCY_FACTOR = {"1.5b": 1.47, "7b": 1.07, "14b": 1.07}
 GRADE_S_PER_ITEM = 0.03  # math-verify + decode per output and budget, measured on 1.5B traces, 1 CPU core
-# A speculative step without a draft / a plain step, H200 (reference_results/runs/h200-realistic).
-NO_DRAFT_STEP_FACTOR = {"1.5b": 3.8, "7b": 1.9, "14b": 1.4}
+# A speculative step without a draft / a plain step, both greedy with the probe's presence penalty,
+# H100, vLLM 0.26.0 (reference_results/step_costs/h100, issue 22): 1.5B 4.0-4.4x, 7B 1.5x, 14B 1.2x.
+# The H200's temperature-1 probes had priced them at 3.8x, 1.9x and 1.4x.
+NO_DRAFT_STEP_FACTOR = {"1.5b": 4.2, "7b": 1.5, "14b": 1.2}
 MATH500_PROBLEMS = 500
 REFERENCE_GPUS = 4
 NOTEBOOK_ORDER = ("01_greedy", "02_tp", "03_spec")
@@ -204,7 +210,8 @@ def _run(config: StudyConfig, node: Node, notebook: str, key: str, method: str, 
 
     extra_s = 0.0
     if role == "accuracy":
-        extra_s = decode(BATCH_CHECK_PROBLEMS, 1) * (BATCH_INVARIANT_SLOWDOWN if invariant else 1.0)
+        slowdown = BATCH_INVARIANT_SLOWDOWN.get(key.removeprefix("s1.1-"), BATCH_INVARIANT_SLOWDOWN_DEFAULT)
+        extra_s = decode(BATCH_CHECK_PROBLEMS, 1) * (slowdown if invariant else 1.0)
     elif len(config.budgets) > 1:
         smallest = min(config.budgets)
         extra_s = ONE_PASS_CHECK_PROBLEMS * expected_tokens(key, smallest, upper_bound) * ms_per_token(key, size) / 1e3
