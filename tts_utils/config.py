@@ -126,7 +126,7 @@ class StudyConfig:
         0.15, "a latency run whose step-cost prediction misses by more measures every problem", RUNS)
     placement: str = param("sequential", "sequential, or ray: independent runs side by side on disjoint GPUs", RUNS)
     ray_address: str = param("", "a Ray cluster for placement ray; empty starts a local one", RUNS)
-    dry_run: bool = param(False, "plan and estimate only; start no engine", RUNS)
+    dry_run: bool = param(False, "plan and estimate only; start no engine (so a GPU study plans and renders its finished runs on any machine)", RUNS)
     gpu_hour_usd: float = param(
         0.0,
         "dollars per GPU-hour; 0 takes the list price of the study's GPU (tts_utils/report/prices.py)",
