@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -13,10 +14,19 @@ from tts_utils.config import ConfigError
 from tts_utils.models import get_model
 from tts_utils.paths import REPO_ROOT
 from tts_utils.report.analysis import configuration_table
-from tts_utils.report.modelled import PricedRun, build_modelled, import_tp_runs, modelled_table, priced_runs
+from tts_utils.report.modelled import (
+    PricedRun,
+    build_modelled,
+    import_tp_runs,
+    load_replay_sets,
+    modelled_table,
+    priced_runs,
+    real_trace_sets,
+)
 from tts_utils.report.pick import for_accuracy, for_latency, pick_table
 from tts_utils.report.pick import main as pick_main
 from tts_utils.report.verdicts import check_all_claims
+from tts_utils.speculation.replay_sets import current_replay_folders, load_replays
 
 REFERENCE = REPO_ROOT / "reference_results"
 
@@ -181,3 +191,38 @@ def test_priced_runs_from_steps_validate_at_the_longest_budget():
         assert run.validation["within_tolerance"]
     spec = next(r for r in runs if r.speculative)
     assert spec.reach() < 2048  # the old 1K no-draft probes: n-gram is priced only up to there
+
+
+def test_ngram_pricing_refuses_a_replay_with_other_settings():
+    """A trace's drafts replayed with k=3 do not price a run that speculated with k=5; greedy still prices."""
+    replay = {**_replay(), "settings": {"num_speculative_tokens": 3, "prompt_lookup_min": 1, "prompt_lookup_max": 4}}
+    spec = _run("ngram-spec", 1, _costs(draft=(4.0, 0.0, 100), **{"no-draft": (6.0, 0.0, 100)}))
+    spec.ngram_settings = {"num_speculative_tokens": 5, "prompt_lookup_min": 1, "prompt_lookup_max": 4}
+    modelled = build_modelled([replay], [spec, _run("baseline", 1, _costs(plain=(2.0, 0.0, 100)))])
+    assert set(modelled.rows["method"]) == {"baseline"}
+    assert sorted(modelled.refused["budget_tokens"]) == [4, 8, 16]
+    assert modelled.refused["reason"].str.contains("replayed with n-gram k=3 look-up 1..4, the run speculated "
+                                                   "with k=5 look-up 1..4").all()
+    # The runs' own settings come from their identity.
+    reference = priced_runs(REFERENCE / "runs" / "h200-realistic", "h200-realistic")
+    assert {str(r.ngram_settings) for r in reference if r.speculative} == {
+        str({"num_speculative_tokens": 5, "prompt_lookup_min": 1, "prompt_lookup_max": 4})}
+
+
+def test_a_trace_set_replayed_again_counts_once(outputs_dir, capsys):
+    """A study re-rendered by another vLLM replays its trace sets into new folders: the newest counts."""
+    study = outputs_dir / "replays" / "again"
+    source = next((REFERENCE / "replays" / "h200-realistic").glob("1.5b-*"))
+    shutil.copytree(source, study / "1.5b-old")
+    shutil.copytree(source, study / "1.5b-new")
+    meta = json.loads((study / "1.5b-new" / "replay.json").read_text())
+    meta["created_by"]["recorded_at"] = "2099-01-01T00:00:00+0000"
+    (study / "1.5b-new" / "replay.json").write_text(json.dumps(meta))
+    (study / "1.5b-broken").mkdir()
+    (study / "1.5b-broken" / "replay.json").write_text("{not json")
+    assert [p.name for p in current_replay_folders("again")] == ["1.5b-broken", "1.5b-new"]
+    assert "!! replay 1.5b-old left out: 1.5b-new replayed the same trace set later" in capsys.readouterr().out
+    replays = load_replays("again")  # the broken one is reported and left out by its reader
+    assert set(replays["replay"]) == {"1.5b-new"} and replays["budget_tokens"].is_unique
+    assert len(load_replay_sets("again")) == 1
+    assert real_trace_sets("again") == ["1.5b: r1-distill-qwen-1.5b.math500-first100.t0.6.jsonl"]

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from tts_utils.banners import PLUMBING_MODELS, PLUMBING_WARNING, SYSTEM_ONLY_WARNING
-from tts_utils.paths import figures_dir, replays_dir, reports_dir, study_dir
+from tts_utils.paths import figures_dir, reports_dir, study_dir
 from tts_utils.report.html import CSS, by_model_size, esc, html_fixed, html_number, html_table, link, read_csv_or_none
 from tts_utils.report.modelled import real_trace_sets
 from tts_utils.report.pick import pick_section
@@ -39,6 +39,7 @@ from tts_utils.report.what_ran import (
     run_infos,
     what_ran_section,
 )
+from tts_utils.speculation.replay_sets import current_replay_folders, replay_problem
 from tts_utils.store import load_study, read_json
 
 # The figures that answer "are we scaling the right thing?", in reading order, with what each shows.
@@ -160,7 +161,9 @@ def _figures_section(figures: Path, base: Path, has_accuracy: bool) -> str:
 def _real_traces_section(study: str, figures: Path, base: Path) -> str:
     """Real model outputs replayed by 03_spec: accuracy by budget and n-gram acceptance, per trace set."""
     rows, sets = [], []
-    for folder in sorted(p for p in replays_dir(study).glob("*") if (p / "replay.json").exists()):
+    for folder in current_replay_folders(study, quiet=True):
+        if replay_problem(folder):  # 04 says why it left it out
+            continue
         meta = read_json(folder / "replay.json")
         model = meta["identity"]["model"]
         if model in PLUMBING_MODELS:

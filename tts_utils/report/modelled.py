@@ -26,9 +26,10 @@ import pandas as pd
 
 from tts_utils.banners import PLUMBING_MODELS
 from tts_utils.config import ConfigError
-from tts_utils.paths import replays_dir, study_dir
+from tts_utils.paths import study_dir
 from tts_utils.report.analysis import configuration_table
 from tts_utils.report.prices import device_name
+from tts_utils.speculation.replay_sets import current_replay_folders, replay_problem
 from tts_utils.speculation.stepcost import TOLERANCE, fit_step_costs, predict_request, validate
 from tts_utils.store import RunFolder, read_json
 from tts_utils.study.metrics import summarise
@@ -37,6 +38,7 @@ from tts_utils.study.metrics import summarise
 # are longer than the kit's built-in ones by a few hundred tokens); beyond it, no row.
 CONTEXT_SLACK = 0.05
 EVIDENCE_MEASURED, EVIDENCE_MODELLED = "measured", "modelled"
+NGRAM_KEYS = ("num_speculative_tokens", "prompt_lookup_min", "prompt_lookup_max")
 SUMMARY_KEYS = ["study", "run_name", "model", "method", "acceptance", "tensor_parallel_size", "system_only",
                 "hardware", "budget_tokens"]
 
@@ -58,6 +60,7 @@ class PricedRun:
     ttft_s: float
     mean_power_w: float = math.nan
     validation: dict = field(default_factory=dict)
+    ngram_settings: dict | None = None  # an n-gram run's k and look-up range, as a replay records them
 
     @property
     def speculative(self) -> bool:
@@ -162,9 +165,12 @@ def priced_runs(folder: Path, study: str, imported: bool = False) -> list[Priced
         power = float(energy["energy_j"].sum() / energy["e2e_latency_s"].sum()) if len(energy) else math.nan
         git = meta.get("created_by", {}).get("git", {}) or {}
         commit = (git.get("commit") or "unknown")[:12] + (" (uncommitted changes)" if git.get("dirty") else "")
+        speculative = identity["engine"].get("speculative") or {}
+        settings = {key: speculative[key] for key in NGRAM_KEYS} if speculative.get("method", "ngram") == "ngram" \
+            and all(key in speculative for key in NGRAM_KEYS) else None
         out.append(PricedRun(run_dir.name, study, identity["model"], method, int(identity["tensor_parallel_size"]),
                              str(rows["hardware"].iloc[0]), commit, imported, source, costs,
-                             float(rows["ttft_s"].mean()), power, validation))
+                             float(rows["ttft_s"].mean()), power, validation, settings))
     return out
 
 
@@ -205,13 +211,22 @@ def import_tp_runs(sources: tuple[str, ...] | list[str], own_hardware: set[str],
 def load_replay_sets(study: str) -> list[dict]:
     """Each replay of a study: model, trace set, per-trace steps, grades by budget, proxy origin."""
     out = []
-    for folder in sorted(p for p in replays_dir(study).glob("*") if (p / "replay.json").exists()):
+    for folder in current_replay_folders(study, quiet=True):
+        problem = replay_problem(folder)
+        if problem:
+            print(f"!! excluded replay {folder.name}: {problem}")
+            continue
         meta = json.loads((folder / "replay.json").read_text())
         rows = pd.read_csv(folder / "rows.csv")
         out.append({"model": meta["identity"]["model"], "trace_set": meta["trace_set_name"], "replay": folder.name,
-                    "proxy_of": meta.get("proxy_of"), "rows": rows,
+                    "proxy_of": meta.get("proxy_of"), "rows": rows, "settings": meta["identity"].get("settings"),
                     "steps": json.loads((folder / "steps.json").read_text())})
     return out
+
+
+def _settings(settings: dict) -> str:
+    return (f"k={settings['num_speculative_tokens']} look-up {settings['prompt_lookup_min']}.."
+            f"{settings['prompt_lookup_max']}")
 
 
 def _configuration_name(run: PricedRun) -> str:
@@ -224,6 +239,14 @@ def price_replay(replay: dict, run: PricedRun, budgets: list[int]) -> tuple[pd.D
     limit = run.reach() * (1 + CONTEXT_SLACK)
     label = f"modelled: {replay['trace_set']} traces" + (f", priced by {run.study}" if run.imported else "")
     rows, refused = [], []
+    replayed = replay.get("settings")
+    if run.speculative and run.ngram_settings and replayed and run.ngram_settings != replayed:
+        # The trace's drafts were replayed with other settings than the run speculated with.
+        return pd.DataFrame(), [{"model": replay["model"], "method": run.method,
+                                 "tensor_parallel_size": run.tensor_parallel_size, "trace_set": replay["trace_set"],
+                                 "budget_tokens": budget, "priced_by": run.label(),
+                                 "reason": f"replayed with n-gram {_settings(replayed)}, the run speculated with "
+                                           f"{_settings(run.ngram_settings)}"} for budget in budgets]
     for budget in budgets:
         needed = max(t["prompt_tokens"] + min(budget, t["output_tokens"]) for t in replay["steps"])
         if needed > limit:
@@ -334,7 +357,9 @@ def modelled_table(modelled: Modelled, gpu_hour_usd: float | None) -> pd.DataFra
 def real_trace_sets(study: str) -> list[str]:
     """Trace sets of real models this study replayed and graded (the landing page's banner)."""
     names = []
-    for folder in sorted(p for p in replays_dir(study).glob("*") if (p / "replay.json").exists()):
+    for folder in current_replay_folders(study, quiet=True):
+        if replay_problem(folder):  # 04 says why it left it out
+            continue
         meta = json.loads((folder / "replay.json").read_text())
         if meta["identity"]["model"] not in PLUMBING_MODELS and not meta.get("proxy_of"):
             names.append(f"{meta['identity']['model']}: {meta['trace_set_name']}")

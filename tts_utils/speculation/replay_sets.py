@@ -176,12 +176,37 @@ def load_replay_summary(folder) -> pd.DataFrame:
     return frame
 
 
+def current_replay_folders(study: str, quiet: bool = False) -> list[Path]:
+    """The replays a study's analysis reads: per model and trace set, the newest one.
+
+    A trace set replayed again (by another vLLM, e.g. a GPU study re-rendered on a laptop, or with
+    other n-gram settings) gets a new folder; counting both would count its traces twice, so the
+    older one is left out, and said so (by ``load_replays``; other readers pass ``quiet``). A folder
+    that fails its checksums supersedes nothing and is kept, for its reader to report."""
+    newest: dict[tuple[str, str], tuple[str, Path]] = {}
+    damaged = []
+    for folder in sorted(p for p in replays_dir(study).glob("*") if (p / "replay.json").exists()):
+        try:
+            meta = {} if replay_problem(folder) else json.loads((folder / "replay.json").read_text())
+            key = (meta["identity"]["model"], meta["trace_set_name"])
+        except (KeyError, TypeError):
+            damaged.append(folder)
+            continue
+        candidate = (meta.get("created_by", {}).get("recorded_at", ""), folder)
+        if key in newest:
+            older, candidate = sorted([newest[key], candidate])
+            if not quiet:
+                print(f"!! replay {older[1].name} left out: {candidate[1].name} replayed the same trace set later")
+        newest[key] = candidate
+    return sorted([folder for _, folder in newest.values()] + damaged)
+
+
 def load_replays(study: str) -> pd.DataFrame:
-    """Every replay of a study, per budget (04_analysis); one whose files fail their checksums is
-    left out, and said so."""
+    """The current replay of each trace set of a study, per budget (04_analysis); one whose files
+    fail their checksums is left out, and said so."""
 
     frames = []
-    for folder in sorted(p for p in replays_dir(study).glob("*") if (p / "replay.json").exists()):
+    for folder in current_replay_folders(study):
         try:
             frames.append(load_replay_summary(folder))
         except CorruptResultError as error:
