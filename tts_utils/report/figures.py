@@ -129,14 +129,17 @@ def replay_figures(replays: pd.DataFrame, out: Path) -> None:
     replays = real if not real.empty else replays
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
     sets_per_model = replays.groupby("model")["trace_set"].nunique()
-    for (model, trace_set), frame in replays.groupby(["model", "trace_set"]):
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, ((model, trace_set), frame) in enumerate(replays.groupby(["model", "trace_set"])):
         label = model if sets_per_model[model] == 1 else f"{model} ({trace_set})"
+        color = palette[index % len(palette)]  # one colour per trace set in both panels
         frame = frame.sort_values("budget_tokens")
-        if "accuracy_strict" in frame:
-            left.plot(frame["budget_tokens"], frame["accuracy_strict"], marker="o", label=label)
+        if "accuracy_strict" in frame and frame["accuracy_strict"].notna().any():  # a proxy set has no grades
+            left.plot(frame["budget_tokens"], frame["accuracy_strict"], marker="o", label=label, color=color)
         last = frame.iloc[-1]
         rates = [last[c] for c in sorted(c for c in frame if c.startswith("acceptance_pos_"))]
-        right.plot(range(1, len(rates) + 1), rates, marker="o", label=f"{label} @ {int(last['budget_tokens'])}")
+        right.plot(range(1, len(rates) + 1), rates, marker="o", label=f"{label} @ {int(last['budget_tokens'])}",
+                   color=color)
     left.set_xscale("log", base=2)
     left.set_xlabel("output budget (tokens, log2)")
     left.set_ylabel("strict accuracy (fraction correct)")
