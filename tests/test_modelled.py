@@ -216,7 +216,11 @@ def test_a_trace_set_replayed_again_counts_once(outputs_dir, capsys):
     shutil.copytree(source, study / "1.5b-old")
     shutil.copytree(source, study / "1.5b-new")
     meta = json.loads((study / "1.5b-new" / "replay.json").read_text())
-    meta["created_by"]["recorded_at"] = "2099-01-01T00:00:00+0000"
+    # Later in UTC although earlier on the clock: the stamps' time zones count.
+    meta["created_by"]["recorded_at"] = "2099-01-01T00:30:00-0100"
+    old = json.loads((study / "1.5b-old" / "replay.json").read_text())
+    old["created_by"]["recorded_at"] = "2099-01-01T01:00:00+0100"
+    (study / "1.5b-old" / "replay.json").write_text(json.dumps(old))
     (study / "1.5b-new" / "replay.json").write_text(json.dumps(meta))
     (study / "1.5b-broken").mkdir()
     (study / "1.5b-broken" / "replay.json").write_text("{not json")

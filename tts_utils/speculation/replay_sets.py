@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +177,14 @@ def load_replay_summary(folder) -> pd.DataFrame:
     return frame
 
 
+def _recorded_at(meta: dict) -> datetime:
+    """When a replay was written (provenance.collect's stamp, with its time zone); the epoch if unknown."""
+    try:
+        return datetime.strptime(meta["created_by"]["recorded_at"], "%Y-%m-%dT%H:%M:%S%z")
+    except (KeyError, TypeError, ValueError):
+        return datetime.fromtimestamp(0, timezone.utc)
+
+
 def current_replay_folders(study: str, quiet: bool = False) -> list[Path]:
     """The replays a study's analysis reads: per model and trace set, the newest one.
 
@@ -183,7 +192,7 @@ def current_replay_folders(study: str, quiet: bool = False) -> list[Path]:
     other n-gram settings) gets a new folder; counting both would count its traces twice, so the
     older one is left out, and said so (by ``load_replays``; other readers pass ``quiet``). A folder
     that fails its checksums supersedes nothing and is kept, for its reader to report."""
-    newest: dict[tuple[str, str], tuple[str, Path]] = {}
+    newest: dict[tuple[str, str], tuple[datetime, Path]] = {}
     damaged = []
     for folder in sorted(p for p in replays_dir(study).glob("*") if (p / "replay.json").exists()):
         try:
@@ -192,7 +201,7 @@ def current_replay_folders(study: str, quiet: bool = False) -> list[Path]:
         except (KeyError, TypeError):
             damaged.append(folder)
             continue
-        candidate = (meta.get("created_by", {}).get("recorded_at", ""), folder)
+        candidate = (_recorded_at(meta), folder)
         if key in newest:
             older, candidate = sorted([newest[key], candidate])
             if not quiet:
