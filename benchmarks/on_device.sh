@@ -5,7 +5,17 @@
 # (.whl/), traces and tokenizer (.devdata/data.tar.xz), earlier run folders (.devdata/state.tar.gz),
 # and this checkout's newest commits (.devdata/head.bundle: `git bundle create .devdata/head.bundle
 # BASE..main`), so that runs record the commit they ran and not "uncommitted changes".
-# Usage: benchmarks/on_device.sh COMMAND [ARGS...]   (carry .bundle, .whl and .devdata)
+# Usage: benchmarks/on_device.sh COMMAND [ARGS...]   (carry .bundle, .whl and .devdata, all three
+# ignored through .git/info/exclude; together with the tracked files they must stay under 64 MiB).
+# Preparing them here (2026-12-06: bundle 38 MiB, wheels 4.3 MiB, data 1.6 MiB):
+#   .whl: pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64
+#         --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d /tmp/w papermill nbconvert
+#         nbformat ipykernel "math-verify[antlr4_13_2]", then copy the wheels the device image and the
+#         bundle lack (not sympy, mpmath, pyzmq, pyyaml, pygments, jinja2, markupsafe, jsonschema*,
+#         referencing, rpds_py, attrs, psutil, tqdm, click, packaging, typing_extensions, requests and
+#         its deps, python_dateutil, tzdata; debugpy and jedi are optional and left out for size)
+#   .devdata/data.tar.xz: tar cJf of traces/ (../shared/data/traces/*.jsonl) and tokenizer/
+#         (../shared/tokenizers/r1-distill-qwen)
 set -u
 if [ -f .devdata/head.bundle ]; then
   git fetch -q .devdata/head.bundle main:refs/remotes/local/main && git reset -q local/main
