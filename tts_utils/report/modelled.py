@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from tts_utils.config import ConfigError
 from tts_utils.paths import study_dir
 from tts_utils.report.analysis import configuration_table
 from tts_utils.report.prices import device_name
+from tts_utils.speculation.replay import NgramSettings
 from tts_utils.speculation.replay_sets import current_replay_folders, replay_problem
 from tts_utils.speculation.stepcost import TOLERANCE, fit_step_costs, predict_request, validate
 from tts_utils.store import RunFolder, read_json
@@ -38,7 +39,6 @@ from tts_utils.study.metrics import summarise
 # are longer than the kit's built-in ones by a few hundred tokens); beyond it, no row.
 CONTEXT_SLACK = 0.05
 EVIDENCE_MEASURED, EVIDENCE_MODELLED = "measured", "modelled"
-NGRAM_KEYS = ("num_speculative_tokens", "prompt_lookup_min", "prompt_lookup_max")
 SUMMARY_KEYS = ["study", "run_name", "model", "method", "acceptance", "tensor_parallel_size", "system_only",
                 "hardware", "budget_tokens"]
 
@@ -166,8 +166,9 @@ def priced_runs(folder: Path, study: str, imported: bool = False) -> list[Priced
         git = meta.get("created_by", {}).get("git", {}) or {}
         commit = (git.get("commit") or "unknown")[:12] + (" (uncommitted changes)" if git.get("dirty") else "")
         speculative = identity["engine"].get("speculative") or {}
-        settings = {key: speculative[key] for key in NGRAM_KEYS} if speculative.get("method", "ngram") == "ngram" \
-            and all(key in speculative for key in NGRAM_KEYS) else None
+        keys = [f.name for f in fields(NgramSettings)]
+        settings = ({key: speculative[key] for key in keys}
+                    if speculative.get("method", "ngram") == "ngram" and all(key in speculative for key in keys) else None)
         out.append(PricedRun(run_dir.name, study, identity["model"], method, int(identity["tensor_parallel_size"]),
                              str(rows["hardware"].iloc[0]), commit, imported, source, costs,
                              float(rows["ttft_s"].mean()), power, validation, settings))
@@ -224,11 +225,6 @@ def load_replay_sets(study: str) -> list[dict]:
     return out
 
 
-def _settings(settings: dict) -> str:
-    return (f"k={settings['num_speculative_tokens']} look-up {settings['prompt_lookup_min']}.."
-            f"{settings['prompt_lookup_max']}")
-
-
 def _configuration_name(run: PricedRun) -> str:
     return "greedy" if run.method == "baseline" else run.method
 
@@ -245,8 +241,9 @@ def price_replay(replay: dict, run: PricedRun, budgets: list[int]) -> tuple[pd.D
         return pd.DataFrame(), [{"model": replay["model"], "method": run.method,
                                  "tensor_parallel_size": run.tensor_parallel_size, "trace_set": replay["trace_set"],
                                  "budget_tokens": budget, "priced_by": run.label(),
-                                 "reason": f"replayed with n-gram {_settings(replayed)}, the run speculated with "
-                                           f"{_settings(run.ngram_settings)}"} for budget in budgets]
+                                 "reason": f"replayed with n-gram {NgramSettings(**replayed).label()}, the run "
+                                           f"speculated with {NgramSettings(**run.ngram_settings).label()}"}
+                                for budget in budgets]
     for budget in budgets:
         needed = max(t["prompt_tokens"] + min(budget, t["output_tokens"]) for t in replay["steps"])
         if needed > limit:

@@ -43,6 +43,9 @@ class NgramSettings:
     prompt_lookup_min: int = 1
     prompt_lookup_max: int = 4
 
+    def label(self) -> str:
+        return f"k={self.num_speculative_tokens} look-up {self.prompt_lookup_min}..{self.prompt_lookup_max}"
+
     def check(self) -> None:
         if self.num_speculative_tokens <= 0 or self.prompt_lookup_min <= 0:
             raise ConfigError("spec_tokens and spec_lookup_min must be positive integers")
@@ -301,8 +304,8 @@ def _replay_command(args) -> None:
     columns = [c for c in ("budget_tokens", "accuracy_strict", "accuracy_lenient", "reasoning_finished",
                            "tokens_per_step", "acceptance_rate", "mean_acceptance_length",
                            "no_draft_step_fraction") if c in result.summary]
-    print(f"{len(trace_set.traces)} traces of {model.key} from {trace_set.source}; n-gram k={settings.num_speculative_tokens}, "
-          f"lookup {settings.prompt_lookup_min}..{settings.prompt_lookup_max}")
+    print(f"{len(trace_set.traces)} traces of {model.key} from {trace_set.source}; n-gram "
+          f"{settings.label()}")
     print(result.summary[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.json:
         try:
