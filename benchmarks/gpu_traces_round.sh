@@ -5,7 +5,7 @@
 # request), and once the sweeps are done the notebook chain renders the reports.
 # Usage: benchmarks/gpu_traces_round.sh OUT_DIR [BUDGET_S]   (from the repo root, vLLM importable;
 # TTS_TRACES_DIR and TTS_TRACE_TOKENIZER name the local traces and tokenizer when offline).
-# The study is named after the GPU (h100-traces, h200-traces). Writes OUT_DIR/state.tar.gz (the
+# The study is named after the GPU (h100-traces, h200-traces). Writes OUT_DIR/state.tar.xz (the
 # run folders and replays, to resume from) and OUT_DIR/outputs.tar.gz (everything under outputs/).
 set -u
 OUT=${1:?usage: gpu_traces_round.sh OUT_DIR [BUDGET_S]}; BUDGET_S=${2:-540}
@@ -28,6 +28,7 @@ else
   echo "== papermill, nbconvert, ipykernel or math_verify missing: the notebooks are not run"
 fi
 mkdir -p outputs "$OUT"
-tar czf "$OUT/state.tar.gz" -C outputs runs $(cd outputs && ls -d replays 2>/dev/null)
+# xz: the state travels back as carried luggage, where every MiB counts
+tar cJf "$OUT/state.tar.xz" -C outputs runs $(cd outputs && ls -d replays 2>/dev/null)
 tar czf "$OUT/outputs.tar.gz" -C outputs .
 ls -la "$OUT"; echo "== all done in $(( $(date +%s) - START ))s"

@@ -2,7 +2,7 @@
 # Run a command on a lent GPU machine (the device tool), from the repo root, with what the kit needs
 # there and cannot download: vLLM from the carried site bundle (.bundle/site.tar.xz, built by
 # ../shared/gpu/build_site_bundle.py), papermill/nbconvert/ipykernel/math-verify from carried wheels
-# (.whl/), traces and tokenizer (.devdata/data.tar.xz), earlier run folders and replays (.devdata/state.tar.gz),
+# (.whl/), traces and tokenizer (.devdata/data.tar.xz), earlier run folders and replays (.devdata/state.tar.xz),
 # and this checkout's newest commits (.devdata/head.bundle: `git bundle create .devdata/head.bundle
 # BASE..main`), so that runs record the commit they ran and not "uncommitted changes".
 # Usage: benchmarks/on_device.sh COMMAND [ARGS...]   (carry .bundle, .whl and .devdata, all three
@@ -32,7 +32,7 @@ fi
 mkdir -p /tmp/devdata outputs
 [ ! -f .devdata/data.tar.xz ] || [ -d /tmp/devdata/traces ] || tar xJf .devdata/data.tar.xz -C /tmp/devdata || exit
 if [ -d outputs/runs ]; then echo "== warm machine: its outputs/ are kept, the carried state is not unpacked"
-elif [ -f .devdata/state.tar.gz ]; then tar xzf .devdata/state.tar.gz -C outputs || exit; fi
+elif compgen -G ".devdata/state.tar.*" > /dev/null; then tar xf .devdata/state.tar.* -C outputs || exit; fi
 export PYTHONPATH=/tmp/site:/tmp/nb VLLM_USE_FLASHINFER_SAMPLER=0 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 \
   NVSHMEM_DISABLE_NVLS=1 VLLM_ALLREDUCE_USE_SYMM_MEM=0 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 \
   TTS_TRACES_DIR=/tmp/devdata/traces TTS_TRACE_TOKENIZER=/tmp/devdata/tokenizer
