@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tts_utils.config import ConfigError, StudyConfig
@@ -141,6 +142,11 @@ def test_engine_killed_mid_run_keeps_finished_requests_and_resumes(math500_path)
     status = json.loads(folder.status_file.read_text())
     failure = json.loads(folder.failure_file.read_text())
     assert status["state"] == "incomplete" and 2 <= len(kept) < 6 and failure["requests_on_disk"] == len(kept)
+    # The broken session is recorded too: its time, and that the engine counters of its finished
+    # requests were never read.
+    (broken,) = folder.segments()
+    assert broken["interrupted"] and broken["requests_run"] == len(kept) and broken["requests_counted"] == 0
+    assert broken["wall_s"] > 0
     _wait_for(lambda: not process_group_alive(killed["pid"]), 10, "the engine's processes to exit")
 
     outcome = run_sweep(config, "01_greedy")
@@ -150,6 +156,17 @@ def test_engine_killed_mid_run_keeps_finished_requests_and_resumes(math500_path)
     assert outcome["outcome"][0] == "resumed and completed"
     assert len(ids) == len(set(ids)) == 6 and ids[:len(kept)] == [r["request_id"] for r in kept]
     assert folder.is_complete() and not folder.failure_file.exists()
+    # Counters of 6 - kept requests only: the engine's own timings are not given as the run's.
+    summary = pd.read_csv(folder.summary_file)
+    assert summary["engine_mean_e2e_latency_s"].isna().all()
+    assert (summary["engine_counters_missing_reason"]
+            == f"engine counters cover {6 - len(kept)} of 6 requests: a session was interrupted before it read them").all()
+    # Derived again from its records with no engine: the same numbers, no new session.
+    derived = {name: (folder.path / name).read_text() for name in ("results.csv", "steps.csv", "summary.csv")}
+    sessions = len(folder.segments())
+    assert run_sweep(config, "01_greedy", derive_again=True)["outcome"].tolist() == ["derived again"]
+    assert len(folder.segments()) == sessions and folder.is_complete()
+    assert {name: (folder.path / name).read_text() for name in derived} == derived
 
 
 # A shell's background job starts with SIGINT ignored, and Python then never turns SIGINT into

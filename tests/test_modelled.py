@@ -13,7 +13,8 @@ import pytest
 from tts_utils.config import ConfigError
 from tts_utils.models import get_model
 from tts_utils.paths import REPO_ROOT
-from tts_utils.report.analysis import configuration_table
+from tts_utils.report.analysis import configuration_table, speculation_ratios
+from tts_utils.report.figures import ratio_vs_budget
 from tts_utils.report.modelled import (
     PricedRun,
     build_modelled,
@@ -230,3 +231,24 @@ def test_a_trace_set_replayed_again_counts_once(outputs_dir, capsys):
     assert set(replays["replay"]) == {"1.5b-new"} and replays["budget_tokens"].is_unique
     assert len(load_replay_sets("again")) == 1
     assert real_trace_sets("again") == ["1.5b: r1-distill-qwen-1.5b.math500-first100.t0.6.jsonl"]
+
+
+def test_the_speculation_figure_draws_the_intervals_that_decided(tmp_path):
+    """speculation_ratio.csv/.png hold the verdict's own comparisons: n-gram against greedy at TP 1
+    only (a TP 2 greedy run priced beside it is not pooled in), the decisive interval among them."""
+    greedy = [_run("baseline", tp, _costs(plain=(2.0 / tp, 1.0, 100))) for tp in (1, 2)]
+    spec = _run("ngram-spec", 1, _costs(draft=(4.0, 0.0, 100), **{"no-draft": (6.0, 0.0, 100)}))
+    modelled = build_modelled([_replay()], [*greedy, spec])
+    table, rows = _measured_table()
+    ratios = speculation_ratios(table, rows, modelled.rows)
+    at_8 = ratios[(ratios["budget_tokens"] == 8)].iloc[0]
+    greedy_8 = 0.1 + sum(0.002 + 0.001 * context / 1000 for context in range(6, 13))
+    assert at_8["evidence"] == "modelled" and at_8["ratio"] == pytest.approx((0.1 + 0.014) / greedy_8)
+    assert set(ratios["budget_tokens"]) == {4, 8, 16} and (ratios["evidence"] == "modelled").all()
+    claims = check_all_claims("own", table, rows, modelled, modelled_table(modelled, 3.6), [_replay()])
+    speculation = claims.set_index("claim").loc["Speculative decoding lowers latency at every budget"]
+    decisive = ratios[ratios["verdict"] == speculation["verdict"]].iloc[0]
+    assert f"@{decisive['budget_tokens']} {decisive['ratio']:.3g}" in speculation["interval"]
+    assert ratio_vs_budget(ratios, "speculation", tmp_path / "ratio.png") is not None
+    assert (tmp_path / "ratio.png").stat().st_size > 5_000
+    assert ratio_vs_budget(ratios.head(0), "nothing", tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()

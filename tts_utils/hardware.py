@@ -62,6 +62,20 @@ class Hardware:
         record["accelerator"] = self.accelerator
         return record
 
+    @classmethod
+    def from_record(cls, record: dict) -> Hardware:
+        """The inverse of ``to_dict`` (a run's provenance). Raises KeyError or TypeError on a partial record."""
+        return cls(record["cpu_model"], record["cpu_cores"], record["memory_gib"],
+                   tuple(GPU(**gpu) for gpu in record.get("gpus", [])),
+                   record.get("driver_version"), record.get("cuda_driver_version"), record.get("topology"))
+
+    def timing_class(self) -> str:
+        """What two machines must share for one run's timings to be pooled: the GPU models and
+        their number, or (CPU only) the CPU model and usable cores. Drivers may differ."""
+        if self.gpus:
+            return f"{self.gpu_count}x {', '.join(sorted({g.name for g in self.gpus}))}"
+        return f"CPU only: {self.cpu_model}, {self.cpu_cores} usable cores"
+
 
 def _cpu_model() -> str:
     try:

@@ -31,7 +31,7 @@ from tts_utils.banners import PLUMBING_WARNING, SYSTEM_ONLY_WARNING, shout
 from tts_utils.cli import default_profile, fail, parse_overrides, resolve_parameters, study_parser
 from tts_utils.config import NOTEBOOKS, ConfigError
 from tts_utils.engine import vllm_compat
-from tts_utils.paths import NOTEBOOKS_DIR, profile_path, reports_dir, study_dir
+from tts_utils.paths import NOTEBOOKS_DIR, REPO_ROOT, profile_path, reports_dir, study_dir
 from tts_utils.progress import strip_ansi
 from tts_utils.report.landing import write_landing_page
 from tts_utils.store import atomic_write_json, read_json
@@ -199,6 +199,10 @@ def run_notebook(name: str, values: dict[str, Any], study: str, log: ChainLog | 
     log.write(f"== {name}: running with {parameters}", sys.stdout)
     # Links in the notebook's tables resolve from where its rendered report lives (notebook.report_link).
     os.environ["TTS_REPORT_DIR"] = str(output.parent)
+    # Kernels start in notebooks/: they import this very kit (a checkout that was never installed,
+    # or one beside another installed copy) only with its root first on their path.
+    entries = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry and entry != str(REPO_ROOT)]
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *entries])
     for attempt in (1, 2):
         log.write(f"   attempt {attempt}; {machine_state()}")
         attempt_started = time.time()

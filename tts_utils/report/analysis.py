@@ -226,13 +226,14 @@ def claim_accuracy_flattens(table: pd.DataFrame, rows: pd.DataFrame) -> Verdict:
     return all_must_hold(CLAIMS[0], checks, "; ".join(notes), missing)
 
 
-def claim_speculation_faster(table: pd.DataFrame, rows: pd.DataFrame, modelled: pd.DataFrame | None = None) -> Verdict:
-    """n-gram speculation has lower mean latency than baseline at every budget (both TP=1): the
-    interval of spec/baseline latency is below 1 at each budget. Split by method and ``acceptance``."""
+def _speculation_checks(table: pd.DataFrame, rows: pd.DataFrame, modelled: pd.DataFrame | None
+                        ) -> tuple[list[tuple[str, str, str, int, Check]], list[str], bool]:
+    """Every spec/baseline latency comparison at TP 1: (model, series, evidence, budget, check)
+    per budget, the evidence notes, and whether a model lacks one of the two methods."""
     # Every n-gram variant (engine acceptance, synthetic acceptance) is judged on its own.
     spec = table[table["method"].str.contains("-spec") & (table["tensor_parallel_size"] == 1)]
     keys = ["model", "method", "acceptance"] if "acceptance" in table else ["model", "method"]
-    checks: list[Check] = []
+    parts: list[tuple[str, str, str, int, Check]] = []
     notes = [f"{model}: needs baseline and ngram-spec at TP=1" for model in sorted(set(table["model"]) - set(spec["model"]))]
     missing = bool(notes)
     for key, spec_frame in spec.groupby(keys, dropna=False):
@@ -244,24 +245,49 @@ def claim_speculation_faster(table: pd.DataFrame, rows: pd.DataFrame, modelled: 
             notes.append(f"{label}: needs baseline and ngram-spec at TP=1")
             missing = True
             continue
-        parts = [Check(f"{label} spec/baseline latency @{b}",
-                       paired_ratio(_rows_of(rows, spec_frame.loc[b]), _rows_of(rows, base.loc[b]), "mean_e2e_latency_s"),
-                       1.0, holds_below=True) for b in shared]
-        checks += parts
-        notes.append(f"{label}: spec/baseline latency " + ", ".join(f"{c.interval}@{b}" for c, b in zip(parts, shared)))
+        checks = [Check(f"{label} spec/baseline latency @{b}",
+                        paired_ratio(_rows_of(rows, spec_frame.loc[b]), _rows_of(rows, base.loc[b]), "mean_e2e_latency_s"),
+                        1.0, holds_below=True) for b in shared]
+        parts += [(key[0], f"{key[1]} (measured)", "measured", b, c) for b, c in zip(shared, checks)]
+        notes.append(f"{label}: spec/baseline latency " + ", ".join(f"{c.interval}@{b}" for c, b in zip(checks, shared)))
     # Modelled at real-trace acceptance (stepcost.study_predictions): steps without a draft included,
-    # which synthetic runs on looping random-weight output never take.
-    for (model, trace_set), frame in (modelled.groupby(["model", "trace_set"]) if modelled is not None
-                                      and not modelled.empty else []):
-        spec_rows, base_rows = frame[frame["method"] != "baseline"], frame[frame["method"] == "baseline"]
-        parts = [Check(f"{model} modelled at {trace_set} acceptance @{b}",
-                       paired_ratio(spec_rows[spec_rows["budget_tokens"] == b], base_rows[base_rows["budget_tokens"] == b],
-                                    "mean_e2e_latency_s"), 1.0, holds_below=True)
-                 for b in sorted(frame["budget_tokens"].unique())]
-        checks += parts
-        notes.append(f"{model} modelled at real-trace acceptance ({trace_set}): spec/baseline latency "
-                     + ", ".join(f"{c.interval}@{b}" for c, b in zip(parts, sorted(frame["budget_tokens"].unique()))))
-    return all_must_hold(CLAIMS[1], checks, "; ".join(notes), missing)
+    # which synthetic runs on looping random-weight output never take. Each speculative method
+    # against greedy, both at TP 1.
+    modelled = modelled[modelled["tensor_parallel_size"] == 1] if modelled is not None and not modelled.empty else None
+    for (model, trace_set), frame in (modelled.groupby(["model", "trace_set"]) if modelled is not None else []):
+        base_rows = frame[frame["method"] == "baseline"]
+        several = frame.loc[frame["method"] != "baseline", "method"].nunique() > 1
+        for method, spec_rows in frame[frame["method"] != "baseline"].groupby("method"):
+            budgets = sorted(set(spec_rows["budget_tokens"]) & set(base_rows["budget_tokens"]))
+            label = f"{model}{f' {method}' if several else ''} modelled at {trace_set} acceptance"
+            checks = [Check(f"{label} @{b}",
+                            paired_ratio(spec_rows[spec_rows["budget_tokens"] == b],
+                                         base_rows[base_rows["budget_tokens"] == b], "mean_e2e_latency_s"),
+                            1.0, holds_below=True) for b in budgets]
+            parts += [(model, f"{method} at real-trace acceptance (modelled)", "modelled", b, c)
+                      for b, c in zip(budgets, checks)]
+            notes.append(f"{model}{f' {method}' if several else ''} modelled at real-trace acceptance ({trace_set}): "
+                         "spec/baseline latency " + ", ".join(f"{c.interval}@{b}" for c, b in zip(checks, budgets)))
+    return parts, notes, missing
+
+
+def claim_speculation_faster(table: pd.DataFrame, rows: pd.DataFrame, modelled: pd.DataFrame | None = None) -> Verdict:
+    """n-gram speculation has lower mean latency than baseline at every budget (both TP=1): the
+    interval of spec/baseline latency is below 1 at each budget. Split by method and ``acceptance``."""
+    parts, notes, missing = _speculation_checks(table, rows, modelled)
+    return all_must_hold(CLAIMS[1], [check for *_, check in parts], "; ".join(notes), missing)
+
+
+def speculation_ratios(table: pd.DataFrame, rows: pd.DataFrame, modelled: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The intervals the speculation verdict is decided from, one row per model, series and budget
+    (04_analysis: ``speculation_ratio.csv`` and the figure under that verdict)."""
+    parts = _speculation_checks(table, rows, modelled)[0] if not table.empty else []
+    return pd.DataFrame([{"model": model, "series": series, "evidence": evidence, "budget_tokens": budget,
+                          "ratio": check.interval.estimate, "ratio_lo": check.interval.low,
+                          "ratio_hi": check.interval.high, "problems": check.interval.problems,
+                          "verdict": check.verdict} for model, series, evidence, budget, check in parts],
+                        columns=["model", "series", "evidence", "budget_tokens", "ratio", "ratio_lo", "ratio_hi",
+                                 "problems", "verdict"])
 
 
 def _tp_interval(table: pd.DataFrame, rows: pd.DataFrame, model: str, sizes: list[int],

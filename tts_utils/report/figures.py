@@ -96,6 +96,42 @@ def metric_vs_budget(table: pd.DataFrame, metric: str, label: str, title: str, p
     return _save(grid, path)
 
 
+def ratio_vs_budget(ratios: pd.DataFrame, title: str, path: Path):
+    """The speculation verdict's own numbers (``analysis.speculation_ratios``): spec/greedy latency
+    per budget with its interval, one panel per model, measured and modelled series labelled; below
+    the line at 1 speculation is faster. Without comparisons it draws nothing and returns None."""
+    if ratios.empty:
+        return None
+    models = sorted(ratios["model"].unique(), key=lambda key: get_model(key).params_billion)
+    figure, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.8), squeeze=False)
+    series = list(dict.fromkeys(ratios["series"]))
+    colors = dict(zip(series, sns.color_palette(n_colors=len(series))))
+    for ax, model in zip(axes.flat, models):
+        for name, frame in ratios[ratios["model"] == model].groupby("series", sort=False):
+            frame = frame.sort_values("budget_tokens")
+            low, high = frame["ratio_lo"].fillna(frame["ratio"]), frame["ratio_hi"].fillna(frame["ratio"])
+            ax.errorbar(frame["budget_tokens"], frame["ratio"], yerr=[frame["ratio"] - low, high - frame["ratio"]],
+                        marker="o" if frame["evidence"].iloc[0] == "measured" else "s", capsize=3,
+                        color=colors[name], label=name,
+                        linestyle="-" if frame["evidence"].iloc[0] == "measured" else "--")
+        ax.axhline(1.0, color="black", linewidth=1)
+        ax.set_title(f"model = {model}", fontsize="medium")
+        ax.set_xlabel("output budget (tokens, log2)")
+    axes.flat[0].set_ylabel("speculative / greedy latency\n(below 1: speculation faster)")
+    _log2_budget_axis(axes.flat)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    for ax in list(axes.flat)[1:]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    figure.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.9), fontsize="small")
+    figure.suptitle(f"{title}\n(bars: 95% bootstrap interval over problems; a series without bars has one problem)",
+                    y=1.06)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
 def accuracy_vs_cost(table: pd.DataFrame, cost: str, label: str, title: str, path: Path):
     """Accuracy against a system cost for every configuration; the Pareto frontier as a line."""
     if table["accuracy_strict"].isna().all():

@@ -46,6 +46,8 @@ from tts_utils.store import load_study, read_json
 FIGURES = (
     ("accuracy_vs_budget", "Accuracy against output budget: what longer reasoning buys."),
     ("latency_vs_budget", "Latency against budget for each method and TP size: what it costs in time."),
+    ("speculation_ratio", "Speculative over greedy latency at each budget, measured and modelled: the intervals "
+                          "that decided the speculation verdict (below 1: speculation is faster)."),
     ("cost_vs_budget", "Cost per token against budget: what it costs in GPU-seconds."),
     ("accuracy_vs_latency", "Accuracy against latency, with the Pareto frontier: the configurations worth running."),
 )

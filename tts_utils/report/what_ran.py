@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tts_utils.hardware import GPU, Hardware
+from tts_utils.hardware import Hardware
 from tts_utils.paths import figures_dir, reports_dir, study_dir
 from tts_utils.progress import strip_ansi
 from tts_utils.report.html import by_model_size, esc, html_number, html_table, link
@@ -49,14 +49,13 @@ def run_infos(study: str, results: StudyResults) -> list[RunInfo]:
 def describe_hardware(record: dict) -> str:
     """One line for a ``Hardware.to_dict()`` record (from a run's provenance)."""
     try:
-        gpus = tuple(GPU(**gpu) for gpu in record.get("gpus", []))
-        hardware = Hardware(record["cpu_model"], record["cpu_cores"], record["memory_gib"], gpus,
-                            record.get("driver_version"), record.get("cuda_driver_version"))
+        hardware = Hardware.from_record(record)
     except (KeyError, TypeError):
         return "not recorded"
     text = hardware.describe()
-    if gpus:
-        text += f"; {min(g.memory_gib for g in gpus):.0f} GiB per GPU; CUDA (driver) {hardware.cuda_driver_version}"
+    if hardware.gpus:
+        text += (f"; {min(g.memory_gib for g in hardware.gpus):.0f} GiB per GPU; "
+                 f"CUDA (driver) {hardware.cuda_driver_version}")
     return text
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from tts_utils.engine.model_source import load_tokenizer
 from tts_utils.grading import GradeItem, Grader
-from tts_utils.hardware import detect
+from tts_utils.hardware import Hardware, detect
 from tts_utils.speculation.stepcost import classify_chunks, fit_step_costs, known_steps, predict_request, validate
 from tts_utils.store import (
     RunFolder,
@@ -149,13 +149,21 @@ def predicted_rows(plan: RunPlan, folder: RunFolder, measured: pd.DataFrame) -> 
     return pd.DataFrame(rows)[list(measured.columns)] if rows else pd.DataFrame()
 
 
+def run_hardware(folder: RunFolder) -> Hardware:
+    """The machine a run measured on, as its ``run.json`` recorded it (this machine when it did not),
+    so that results derived again elsewhere keep the run's hardware."""
+    try:
+        return Hardware.from_record(read_json(folder.run_file)["created_by"]["hardware"])
+    except (FileNotFoundError, KeyError, TypeError):
+        return detect()
+
+
 def finalize(plan: RunPlan, folder: RunFolder, budget_mode: str) -> None:
     """Derive, grade and summarise a run whose requests are all on disk; mark it complete."""
     records = read_records(folder.requests_file)
     segments = folder.segments()
-    hardware = detect()
-    label = hardware.describe().split(";")[0]
-    engine_version = segments[-1].get("engine_version") if segments else None
+    label = run_hardware(folder).describe().split(";")[0]
+    engine_version = next((s["engine_version"] for s in reversed(segments) if s.get("engine_version")), None)
     forced = None
     if plan.force_answer_tokens:
         forced = {r["request_id"]: r for r in read_records(folder.path / budget_forcing.FORCED_FILE)}
@@ -177,8 +185,15 @@ def finalize(plan: RunPlan, folder: RunFolder, budget_mode: str) -> None:
     for segment in segments:
         for name, value in segment.get("counters", {}).items():
             counters[name] += value
+    # A session interrupted mid-measurement leaves finished requests whose engine counters were
+    # never read (older kits did not even record such a session): pooled counters would then
+    # under-count, e.g. a run with drafts would report none. Older segments count what they ran.
+    counted = sum(s.get("requests_counted", s.get("requests_run") or 0) for s in segments)
     for name, value in {**speculation_stats(counters), **engine_timings(counters)}.items():
-        summary[name] = value
+        summary[name] = value if counted >= len(records) else math.nan
+    summary["engine_counters_missing_reason"] = None if counted >= len(records) else (
+        f"engine counters cover {counted} of {len(records)} requests: a session was interrupted before "
+        "it read them")
     energy = [e for segment in segments for e in segment.get("energy", [])]
     reasons = {e.get("energy_missing_reason") for e in energy if e.get("energy_j") is None}
     summary["energy_missing_reason"] = "; ".join(sorted(r for r in reasons if r)) or None
@@ -195,7 +210,8 @@ def finalize(plan: RunPlan, folder: RunFolder, budget_mode: str) -> None:
     measured_share = rows.groupby("budget_tokens")["latency_source"].apply(lambda s: (s == "measured").mean())
     summary["measured_fraction"] = summary["budget_tokens"].map(measured_share)
     summary["engine_version"] = engine_version
-    summary["engine_startup_s"] = segments[-1].get("engine_startup_s") if segments else None
+    summary["engine_startup_s"] = next((s["engine_startup_s"] for s in reversed(segments)
+                                        if s.get("engine_startup_s")), None)
     if plan.system_only:
         summary[["accuracy_strict", "accuracy_lenient"]] = float("nan")
     atomic_write_text(folder.results_file, rows.to_csv(index=False))

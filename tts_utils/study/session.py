@@ -128,60 +128,79 @@ def engine_session(plan: RunPlan, folder: RunFolder, budget_mode: str | None) ->
     folder.set_status("running", budget_mode=budget_mode, done=len(done), latency_scope=scope)
     session = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "provenance": provenance.collect()}
     started = time.monotonic()
+    deltas: list[dict] = []
+    counted = 0  # requests whose engine counters are in ``deltas``
+
+    def measure(specs: list[RequestSpec]) -> None:
+        nonlocal counted
+        deltas.append(_measure(client, server, plan, folder.requests_file, specs))
+        counted += len(specs)
+
     server = VLLMServer(plan.engine, folder.engine_log, startup_timeout_s=plan.startup_timeout_s)
-    # The client is entered first so that it closes last: on an interrupt the engine stops first,
-    # which ends any stream in flight, instead of the client waiting on that stream.
-    with make_client(server.headers) as client, server:
-        session["engine_startup_s"] = server.startup_s
-        session["engine_version"] = client.get(f"{server.base_url}/version").json().get("version")
-        _warm_up(client, server, plan)
-        deltas = [_measure(client, server, plan, folder.requests_file, missing)] if missing else []
-        if needs_check:
-            check = verify_one_pass(client, server, plan, read_records(folder.requests_file))
-            budget_mode = "one-pass" if check["consistent"] else "separate"
-            folder.set_status("running", budget_mode=budget_mode, one_pass_check=check)
-            if budget_mode == "separate":
-                print(f"!! {plan.run_name}: runs at max_tokens={check['budget_tokens']} differ from the long "
-                      f"run's prefix ({len(check['mismatches'])} of {len(check['checked'])} checked); "
-                      "falling back to a separate run per budget for this configuration.")
-                done = {r["request_id"] for r in read_records(folder.requests_file)}
-                extra = [s for s in plan.request_specs("separate", every_problem) if s.request_id not in done]
-                deltas.append(_measure(client, server, plan, folder.requests_file, extra))
-        if needs_batch_check:
-            check = verify_batch_invariance(client, server, plan, read_records(folder.requests_file))
-            folder.set_status("running", batch_check=check)
-            if not check["consistent"]:
-                print(f"!! {plan.run_name}: the batched pass's greedy tokens differ from batch-1 tokens on "
-                      f"{len(check['mismatches'])} of {len(check['checked'])} problems checked; latency runs of "
-                      f"{plan.model.key} fall back to measuring every problem at concurrency 1.")
-        probed = {r["request_id"] for r in read_records(folder.probe_file)}
-        probes = [s for s in plan.probe_specs() if s.request_id not in probed]
-        if probes:
-            probe_sampling = replace(plan.sampling, temperature=0.0, presence_penalty=PROBE_PRESENCE_PENALTY)
-            session["probe_sampling"] = probe_sampling.identity()
-            session["probe"] = _measure(client, server, plan, folder.probe_file, probes, probe_sampling)
-        if needs_gate:
-            gate = prediction_check(plan, folder)
-            folder.set_status("running", prediction_check=gate)
-            if not gate["passed"]:
-                scope = (f"every problem measured: the step-cost prediction missed by {gate['worst_error']:+.1%} "
-                         f"(tolerance {plan.prediction_tolerance:.0%})")
-                print(f"!! {plan.run_name}: {scope}; measuring the other problems now.")
-                folder.set_status("running", latency_scope=scope)
-                done = {r["request_id"] for r in read_records(folder.requests_file)}
-                extra = [s for s in plan.request_specs(budget_mode or "one-pass") if s.request_id not in done]
-                deltas.append(_measure(client, server, plan, folder.requests_file, extra))
-        if plan.force_answer_tokens:  # after every budget's tokens are final (one-pass or separate)
-            forced_file = folder.path / budget_forcing.FORCED_FILE
-            session["forced_requests_run"] = budget_forcing.run_forcing(
-                client, server.base_url, plan, read_records(folder.requests_file), forced_file,
-                {r["request_id"] for r in read_records(forced_file)})
-        session["requests_run"] = len(missing)
+    try:
+        # The client is entered first so that it closes last: on an interrupt the engine stops first,
+        # which ends any stream in flight, instead of the client waiting on that stream.
+        with make_client(server.headers) as client, server:
+            session["engine_startup_s"] = server.startup_s
+            session["engine_version"] = client.get(f"{server.base_url}/version").json().get("version")
+            _warm_up(client, server, plan)
+            if missing:
+                measure(missing)
+            if needs_check:
+                check = verify_one_pass(client, server, plan, read_records(folder.requests_file))
+                budget_mode = "one-pass" if check["consistent"] else "separate"
+                folder.set_status("running", budget_mode=budget_mode, one_pass_check=check)
+                if budget_mode == "separate":
+                    print(f"!! {plan.run_name}: runs at max_tokens={check['budget_tokens']} differ from the long "
+                          f"run's prefix ({len(check['mismatches'])} of {len(check['checked'])} checked); "
+                          "falling back to a separate run per budget for this configuration.")
+                    done = {r["request_id"] for r in read_records(folder.requests_file)}
+                    measure([s for s in plan.request_specs("separate", every_problem) if s.request_id not in done])
+            if needs_batch_check:
+                check = verify_batch_invariance(client, server, plan, read_records(folder.requests_file))
+                folder.set_status("running", batch_check=check)
+                if not check["consistent"]:
+                    print(f"!! {plan.run_name}: the batched pass's greedy tokens differ from batch-1 tokens on "
+                          f"{len(check['mismatches'])} of {len(check['checked'])} problems checked; latency runs of "
+                          f"{plan.model.key} fall back to measuring every problem at concurrency 1.")
+            probed = {r["request_id"] for r in read_records(folder.probe_file)}
+            probes = [s for s in plan.probe_specs() if s.request_id not in probed]
+            if probes:
+                probe_sampling = replace(plan.sampling, temperature=0.0, presence_penalty=PROBE_PRESENCE_PENALTY)
+                session["probe_sampling"] = probe_sampling.identity()
+                session["probe"] = _measure(client, server, plan, folder.probe_file, probes, probe_sampling)
+            if needs_gate:
+                gate = prediction_check(plan, folder)
+                folder.set_status("running", prediction_check=gate)
+                if not gate["passed"]:
+                    scope = (f"every problem measured: the step-cost prediction missed by {gate['worst_error']:+.1%} "
+                             f"(tolerance {plan.prediction_tolerance:.0%})")
+                    print(f"!! {plan.run_name}: {scope}; measuring the other problems now.")
+                    folder.set_status("running", latency_scope=scope)
+                    done = {r["request_id"] for r in read_records(folder.requests_file)}
+                    measure([s for s in plan.request_specs(budget_mode or "one-pass") if s.request_id not in done])
+            if plan.force_answer_tokens:  # after every budget's tokens are final (one-pass or separate)
+                forced_file = folder.path / budget_forcing.FORCED_FILE
+                session["forced_requests_run"] = budget_forcing.run_forcing(
+                    client, server.base_url, plan, read_records(folder.requests_file), forced_file,
+                    {r["request_id"] for r in read_records(forced_file)})
+    except BaseException as error:
+        session["interrupted"] = f"{type(error).__name__}: {error}".splitlines()[0]
+        raise
+    finally:
+        # Recorded even when interrupted: the requests that finished are on disk and the next
+        # session will not run them again, so their energy and time are kept here, and
+        # ``requests_counted`` < ``requests_run`` tells finalize that their engine counters are lost.
+        try:
+            session["requests_run"] = len(read_records(folder.requests_file, repair=True)) - len(records)
+        except Exception:  # an unreadable file is reported by the next read; this record must still be written
+            session["requests_run"] = None
+        session["requests_counted"] = counted
         session["energy"] = [{k: d.get(k) for k in ENERGY_KEYS} for d in deltas]
         session["counters"] = {k: sum(d.get(k, 0.0) for d in deltas) for d in deltas for k in d
                                if k.startswith("vllm:")}
-    session["wall_s"] = time.monotonic() - started
-    append_record(folder.segments_file, session)
+        session["wall_s"] = time.monotonic() - started
+        append_record(folder.segments_file, session)
     return budget_mode or "one-pass"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import time
 import traceback
+from dataclasses import replace
 
 import pandas as pd
 
@@ -22,6 +23,7 @@ from tts_utils.speculation.replay_sets import run_replays
 from tts_utils.store import (
     CorruptResultError,
     atomic_write_json,
+    read_json,
     read_records,
     study_lock,
 )
@@ -29,7 +31,7 @@ from tts_utils.study.estimate import estimate_plans
 from tts_utils.study.placement import run_placed
 from tts_utils.study.plan import NOTEBOOK_METHODS, RunPlan, plan_runs
 from tts_utils.study.preflight import check_inputs
-from tts_utils.study.results import finalize
+from tts_utils.study.results import finalize, run_hardware
 from tts_utils.study.session import engine_session
 
 
@@ -61,6 +63,45 @@ def execute(plan: RunPlan) -> str:
     return "resumed and completed" if status.get("state") in {"running", "incomplete"} else "completed"
 
 
+def check_resumable(plans: list[RunPlan]) -> None:
+    """Refuse, before any engine starts, to resume a run on another kind of machine than the one
+    that measured its first requests: its latencies would be pooled across GPUs without a word.
+    A started run that measured nothing yet (its engine never came up) starts over here, and its
+    ``run.json`` then names this machine."""
+    here = detect()
+    for plan in plans:
+        folder = plan.folder()
+        if not folder.run_file.exists() or folder.status().get("state") == "complete":
+            continue
+        recorded = run_hardware(folder)
+        if recorded.timing_class() == here.timing_class():
+            continue
+        if any(path.exists() and path.stat().st_size for path in (folder.requests_file, folder.probe_file)):
+            raise ConfigError(f"run {plan.run_name} measured its first requests on {recorded.timing_class()}, and "
+                              f"this machine has {here.timing_class()}: resume it there, or give this machine its "
+                              "own study (--set study=NAME)")
+        meta = read_json(folder.run_file)
+        atomic_write_json(folder.run_file, {**meta, "created_by": provenance.collect()})
+
+
+def rederive(plans: list[RunPlan]) -> pd.DataFrame:
+    """Derive the results of complete runs again from their records (requests, probe, sessions),
+    with this kit's code and without an engine: for a run derived by an older kit. The run keeps
+    its hardware (``results.run_hardware``); runs not complete are left to a sweep."""
+    rows = []
+    for plan in plans:
+        folder = plan.folder()
+        status = folder.status()
+        if status.get("state") != "complete":
+            outcome = "not complete: a sweep finishes it"
+        else:
+            finalize(plan, folder, status.get("budget_mode") or "one-pass")
+            outcome = "derived again"
+        rows.append({"run_name": plan.run_name, "outcome": outcome})
+        print(f"{plan.run_name}: {outcome}")
+    return pd.DataFrame(rows)
+
+
 def _record_failure(plan: RunPlan, error: BaseException) -> None:
     folder = plan.folder()
     folder.path.mkdir(parents=True, exist_ok=True)
@@ -75,13 +116,15 @@ def _record_failure(plan: RunPlan, error: BaseException) -> None:
                                             "requests_on_disk": done})
 
 
-def run_sweep(config: StudyConfig, notebook: str, only: str = "") -> pd.DataFrame:
+def run_sweep(config: StudyConfig, notebook: str, only: str = "", derive_again: bool = False) -> pd.DataFrame:
     """Plan and run a notebook's sweep; returns one row per run (name, outcome, seconds).
-    ``only``: run just the plans whose run name contains it (the CLI's ``--only``)."""
-    if not config.dry_run:
+    ``only``: run just the plans whose run name contains it (the CLI's ``--only``);
+    ``derive_again``: start nothing, derive complete runs again (``rederive``, the CLI's ``--rederive``)."""
+    if not (config.dry_run or derive_again):
         vllm_compat.require(config)  # a vLLM without what this study uses stops here, not an hour in
     check_inputs(config, deep=False)  # trace sets and dataset: the chain's later steps fail now, not there
-    plans, skipped = plan_runs(config, notebook)
+    # Deriving again starts no engine either: plan as a dry run does, on any machine.
+    plans, skipped = plan_runs(replace(config, dry_run=True) if derive_again else config, notebook)
     if only:
         plans = [plan for plan in plans if only in plan.run_name]
         if not plans:
@@ -89,9 +132,13 @@ def run_sweep(config: StudyConfig, notebook: str, only: str = "") -> pd.DataFram
     for reason in skipped:
         print(f"-- skipped: {reason}")
     if config.dry_run:
-
         print("dry run: nothing is started.")
         return estimate_plans(plans, detect().accelerator)
+    if derive_again:
+        with study_lock(config.study):
+            return rederive(plans)
+    if config.placement != "ray":  # under Ray the runs measure on worker nodes, not on this one
+        check_resumable(plans)
     outcomes, failures = [], []
     if config.placement == "ray":  # side by side on disjoint GPUs (placement.py); same files, same lock
 
@@ -134,15 +181,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = study_parser("python -m tts_utils sweep", main.__doc__)
     parser.add_argument("notebook", choices=sorted(NOTEBOOK_METHODS))
     parser.add_argument("--only", default="", metavar="TEXT", help="run only the runs whose name contains TEXT")
+    parser.add_argument("--rederive", action="store_true",
+                        help="start no engine: derive the results of complete runs again from their records")
     args = parser.parse_args(argv)
 
     def command() -> int:
         config = study_config(args)
-        if args.notebook == "03_spec" and config.spec_acceptance == "replay":
+        if args.notebook == "03_spec" and config.spec_acceptance == "replay" and not args.rederive:
             # What 03_spec does before its runs: their synthetic acceptance comes from these replays.
             print(run_replays(config).to_string(index=False))
         try:
-            print(run_sweep(config, args.notebook, args.only).to_string(index=False))
+            print(run_sweep(config, args.notebook, args.only, args.rederive).to_string(index=False))
         except SweepError as error:  # some runs failed: finished ones are kept (not bad input)
             print(f"error: {error}", file=sys.stderr)
             return 1
