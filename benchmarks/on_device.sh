@@ -35,5 +35,6 @@ if [ -d outputs/runs ]; then echo "== warm machine: its outputs/ are kept, the c
 elif compgen -G ".devdata/state.tar.*" > /dev/null; then tar xf .devdata/state.tar.* -C outputs || exit; fi
 export PYTHONPATH=/tmp/site:/tmp/nb VLLM_USE_FLASHINFER_SAMPLER=0 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 \
   NVSHMEM_DISABLE_NVLS=1 VLLM_ALLREDUCE_USE_SYMM_MEM=0 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 \
-  TTS_TRACES_DIR=/tmp/devdata/traces TTS_TRACE_TOKENIZER=/tmp/devdata/tokenizer
+  TTS_TRACES_DIR=/tmp/devdata/traces TTS_TRACE_TOKENIZER=/tmp/devdata/tokenizer \
+  JUPYTER_PATH=/tmp/nb/share/jupyter  # nbconvert's templates, installed with --target beside it
 "$@"
