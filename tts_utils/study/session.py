@@ -191,8 +191,8 @@ def engine_session(plan: RunPlan, folder: RunFolder, budget_mode: str | None) ->
         # Recorded even when interrupted: the requests that finished are on disk and the next
         # session will not run them again, so their energy and time are kept here, and
         # ``requests_counted`` < ``requests_run`` tells finalize that their engine counters are lost.
-        try:
-            session["requests_run"] = len(read_records(folder.requests_file, repair=True)) - len(records)
+        try:  # read only: a torn last line is repaired by the next session, as always
+            session["requests_run"] = len(read_records(folder.requests_file)) - len(records)
         except Exception:  # an unreadable file is reported by the next read; this record must still be written
             session["requests_run"] = None
         session["requests_counted"] = counted
