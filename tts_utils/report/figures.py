@@ -109,7 +109,7 @@ def ratio_vs_budget(ratios: pd.DataFrame, title: str, path: Path):
     for ax, model in zip(axes.flat, models):
         for name, frame in ratios[ratios["model"] == model].groupby("series", sort=False):
             frame = frame.sort_values("budget_tokens")
-            low, high = frame["ratio_lo"].fillna(frame["ratio"]), frame["ratio_hi"].fillna(frame["ratio"])
+            low, high = _bounds(frame, "ratio")
             ax.errorbar(frame["budget_tokens"], frame["ratio"], yerr=[frame["ratio"] - low, high - frame["ratio"]],
                         marker="o" if frame["evidence"].iloc[0] == "measured" else "s", capsize=3,
                         color=colors[name], label=name,
@@ -119,13 +119,8 @@ def ratio_vs_budget(ratios: pd.DataFrame, title: str, path: Path):
         ax.set_xlabel("output budget (tokens, log2)")
     axes.flat[0].set_ylabel("speculative / greedy latency\n(below 1: speculation faster)")
     _log2_budget_axis(axes.flat)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    for ax in list(axes.flat)[1:]:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            if label not in labels:
-                handles.append(handle)
-                labels.append(label)
-    figure.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.9), fontsize="small")
+    legend = {label: handle for ax in axes.flat for handle, label in zip(*ax.get_legend_handles_labels())}
+    figure.legend(legend.values(), legend.keys(), loc="upper left", bbox_to_anchor=(1.0, 0.9), fontsize="small")
     figure.suptitle(f"{title}\n(bars: 95% bootstrap interval over problems; a series without bars has one problem)",
                     y=1.06)
     figure.tight_layout()
