@@ -10,10 +10,11 @@
 # Preparing them here (2026-12-06: bundle 38 MiB, wheels 4.3 MiB, data 1.6 MiB):
 #   .whl: pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64
 #         --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d /tmp/w papermill nbconvert
-#         nbformat ipykernel "math-verify[antlr4_13_2]", then copy the wheels the device image and the
+#         nbformat ipykernel "math-verify[antlr4_13_2]" ipywidgets, then copy the wheels the device image and the
 #         bundle lack (not sympy, mpmath, pyzmq, pyyaml, pygments, jinja2, markupsafe, jsonschema*,
 #         referencing, rpds_py, attrs, psutil, tqdm, click, packaging, typing_extensions, requests and
-#         its deps, python_dateutil, tzdata; debugpy and jedi are optional and left out for size)
+#         its deps, python_dateutil, tzdata; debugpy and jedi are optional and left out for size; of
+#         ipywidgets only its own wheel: tqdm imports it, the front-end packages are not needed headless)
 #   .devdata/data.tar.xz: tar cJf of traces/ (../shared/data/traces/*.jsonl) and tokenizer/
 #         (../shared/tokenizers/r1-distill-qwen)
 set -u

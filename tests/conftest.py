@@ -74,6 +74,9 @@ def tiny_tokenizer(tiny_model_path: Path):
 def _server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory, **engine):
     from tts_utils.engine.server import EngineConfig, VLLMServer
 
+    from tts_utils.study.plan import CPU_PLUMBING_ARGS
+
+    engine["extra_args"] = CPU_PLUMBING_ARGS + engine.get("extra_args", ())
     config = EngineConfig(str(tiny_model_path), "tiny", max_model_len=2048, cpu_kv_cache_gib=1, **engine)
     with VLLMServer(config, tmp_path_factory.mktemp("engine") / "engine.log") as server:
         yield server
@@ -94,3 +97,12 @@ def ngram_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory
 
     yield from _server(tiny_model_path, tmp_path_factory, speculative=SpeculativeConfig(5, 1, 4),
                        extra_args=("--worker-extension-cls", EXTENSION), env=(("VLLM_SERVER_DEV_MODE", "1"),))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--dist loadgroup`` (make test): each module is one group, as under ``--dist loadfile``, so its
+    module fixtures start once; a test marked ``spread`` is a group of its own (each profile of the
+    chain matrix), so long chains of one module run on both cores."""
+    for item in items:
+        group = item.nodeid if item.get_closest_marker("spread") else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))

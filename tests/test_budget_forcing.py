@@ -16,9 +16,9 @@ import pytest
 
 from tts_utils.cli import resolve_parameters
 from tts_utils.config import ConfigError, StudyConfig
-from tts_utils.engine.random_weights import MARKER_FILE, write_random_weights
+from tts_utils.engine.random_weights import write_random_weights
 from tts_utils.grading import GradeItem, grade_in_process
-from tts_utils.models import get_model
+from tts_utils.models import RANDOM_WEIGHTS_MARKER, get_model
 from tts_utils.paths import REPO_ROOT
 from tts_utils.store import read_records
 from tts_utils.study import plan as plan_module
@@ -45,7 +45,7 @@ def test_the_writer_saves_the_shipped_shape_with_random_safetensors(random_tiny_
         embedding = weights.get_tensor("model.embed_tokens.weight")
     assert tuple(embedding.shape) == (512, 64) and str(embedding.dtype) == "torch.bfloat16"
     assert float(embedding.float().std()) > 0.005  # random, not zeros
-    recipe = json.loads((random_tiny_draft / MARKER_FILE).read_text())
+    recipe = json.loads((random_tiny_draft / RANDOM_WEIGHTS_MARKER).read_text())
     assert recipe["shape"] == "tiny-draft" and recipe["parameters"] > 0
     assert {"tokenizer.json", "tokenizer_config.json"} <= {p.name for p in random_tiny_draft.iterdir()}
 

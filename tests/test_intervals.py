@@ -281,3 +281,23 @@ def test_energy_per_token_gets_an_interval_when_rows_and_summary_carry_energy() 
     assert (table["energy_j_per_token"] <= table["energy_j_per_token_hi"]).all()
     # 300 W per GPU: energy per token is 300 x cost per token, so the intervals scale too.
     assert table["energy_j_per_token_hi"].tolist() == pytest.approx((300 * table["cost_gpu_s_per_token_hi"]).tolist())
+
+
+def test_no_verdict_depends_on_row_order_and_flops_ties_are_named() -> None:
+    rows = study(spec_factor=0.8)
+    table, claims = analyse(rows)
+    for order in (table.index[::-1], np.random.default_rng(3).permutation(table.index)):
+        again = check_claims(table.loc[order].reset_index(drop=True), rows.iloc[::-1].reset_index(drop=True))
+        assert again[["verdict", "evidence", "interval"]].equals(claims[["verdict", "evidence", "interval"]])
+    compute = claims.set_index("claim").iloc[4]
+    # greedy and n-gram of one model and budget emit the same tokens: FLOPs cannot tell them apart
+    assert "FLOPs tie between" in compute["evidence"] and "0.95 x the best strict accuracy" in compute["evidence"]
+
+
+def test_one_model_and_method_at_several_budgets_is_not_enough_data_for_compute_vs_system() -> None:
+    rows = study()
+    greedy = rows[(rows["method"] == "baseline") & (rows["tensor_parallel_size"] == 1)].copy()
+    for column in ("strict_correct", "lenient_correct"):  # 128 tokens solve what 256 do: two budgets eligible
+        greedy.loc[greedy["budget_tokens"] == 128, column] = greedy.loc[greedy["budget_tokens"] == 256, column].to_numpy()
+    _, claims = analyse(greedy)
+    assert claims.iloc[4]["verdict"] == UNKNOWN and "its budgets alone" in claims.iloc[4]["evidence"]

@@ -153,6 +153,25 @@ def test_pick_with_ties():
     assert len(pick_table(table)) == 5 * 2 + 7
 
 
+def test_the_pick_never_depends_on_row_order_and_counts_a_configuration_once():
+    table = _pick_table()
+    assert pick_table(table).equals(pick_table(table.iloc[::-1].reset_index(drop=True)))
+    # Equal accuracy within a latency limit: the faster one, whichever row comes first.
+    equal = table.assign(accuracy_strict=[0.82, 0.82, 0.6, 0.9])
+    for frame in (equal, equal.iloc[::-1]):
+        assert for_latency(frame, 12.0)[0]["pick"].startswith("B ")
+    # The lower rule asks the interval's lower end to reach the target: A (0.75) and B (0.77) miss 0.8.
+    assert for_accuracy(table, 0.8, "lower")[0]["pick"].startswith("D ")
+    with pytest.raises(SystemExit, match="2"):
+        pick_main(["--study", "nowhere", "--accuracy", "0.8", "--rule", "upper"])
+    # An own and an imported pricing of one modelled configuration: the own one, once, never tied with itself.
+    modelled = table.assign(evidence="modelled", trace_set="t", priced_by="own/run")
+    imported = modelled[modelled["model"] == "B"].assign(priced_by="other/run (imported)", mean_e2e_latency_s=7.5)
+    picks = pick_table(pd.concat([imported, modelled], ignore_index=True))
+    fastest = picks[(picks["target"] == 0.8) & (picks["objective"] == "fastest")].iloc[0]
+    assert fastest["pick"].startswith("B ") and "step costs" not in fastest["pick"] + fastest["tied_with"]
+
+
 def test_pick_cli(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TTS_OUTPUTS_DIR", str(tmp_path))
     assert pick_main(["--study", "s", "--accuracy", "0.8"]) == 2

@@ -1,7 +1,8 @@
 """The warnings that say loudly when numbers cannot be read as science, written once.
 
 ``PLUMBING_WARNING``: the embedded default (the tiny random-weight model on CPU);
-``SYSTEM_ONLY_WARNING``: real architectures with random weights. ``shout`` frames one for a console
+``SYSTEM_ONLY_WARNING``: real architectures with random weights; ``RANDOM_WEIGHTS_WARNING``: a folder
+written by ``random_weights`` loaded as a checkpoint. ``shout`` frames one for a console
 or a notebook. Used by notebook.py (00-04), pipeline.py and report/landing.py.
 """
 
@@ -15,9 +16,34 @@ SYSTEM_ONLY_WARNING = (
     "SYSTEM-ONLY MODE: real architectures with random weights (load_format: dummy). Latency and cost "
     "are those of the architecture on this hardware; accuracy is not computed."
 )
+RANDOM_WEIGHTS_WARNING = (
+    "RANDOM WEIGHTS: {models} loaded from a folder written by tts_utils random_weights. The engine path is the "
+    "real one, but the text is noise: accuracy and n-gram acceptance are those of noise, not of the model; "
+    "latency and cost are the architecture's on this hardware."
+)
 # Registry keys of the kit's own random-weight models: their accuracy and timings are plumbing.
 PLUMBING_MODELS = frozenset({"tiny", "tiny-draft"})
+# results.csv / summary.csv ``weights``: "real" for a checkpoint, "random" for random weights (the
+# tiny model, system-only mode, or a folder with the random_weights marker).
+REAL_WEIGHTS, RANDOM_WEIGHTS = "real", "random"
+
+
+def real_weight_rows(frame):
+    """The rows of a results frame whose model ran with real weights (not the tiny model, and not
+    random weights by their ``weights`` column, which runs before that column existed lack)."""
+    if frame.empty:
+        return frame
+    real = ~frame["model"].isin(PLUMBING_MODELS)
+    if "weights" in frame:
+        real &= frame["weights"].fillna(REAL_WEIGHTS) != RANDOM_WEIGHTS
+    return frame[real]
 WIDTH = 100
+
+
+def random_weights_warning(config) -> str:
+    """``RANDOM_WEIGHTS_WARNING`` naming a study's random-weights folders (empty if it has none)."""
+    models = config.random_weight_models
+    return RANDOM_WEIGHTS_WARNING.format(models=", ".join(models)) if models else ""
 
 
 def shout(*lines: str) -> str:

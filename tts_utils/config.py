@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from tts_utils.hardware import Hardware, detect
-from tts_utils.models import MODELS
+from tts_utils.models import MODELS, has_random_weights
 
 SPEC_METHODS = ("ngram", "draft_model", "eagle3", "suffix")
 # vLLM's CUDAGraphMode names; "" keeps the engine's default (FULL_AND_PIECEWISE in vLLM 0.26).
@@ -152,6 +152,14 @@ class StudyConfig:
         """``model_paths`` as {registry key: local weights folder}."""
         return {key.strip(): str(Path(folder.strip()).expanduser().resolve())
                 for key, _, folder in (entry.partition("=") for entry in self.model_paths)}
+
+    @property
+    def random_weight_models(self) -> list[str]:
+        """Models whose ``model_paths`` folder holds random weights written by the kit (its marker):
+        they load and run as real checkpoints, but their text is noise, and every label says so."""
+        if self.system_only:
+            return []
+        return [key for key, folder in self.local_model_dirs.items() if has_random_weights(folder)]
 
     @property
     def max_budget(self) -> int:

@@ -6,7 +6,11 @@ Used by 00_setup (inventory, cost estimate), the sweeps of 01-03 and the grader 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+# Written by ``python -m tts_utils random_weights`` into every model folder it makes, read wherever
+# a study says what its numbers are (banners, run identities, replays, pages): random weights.
+RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS.json"
 DEEPSEEK_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
@@ -70,6 +74,11 @@ for _key, (_size, _billions) in _SIZES.items():
         f"s1.1-{_key}", f"simplescaling/s1.1-{_size}", _S1_TEMPLATE, "<|im_start|>answer",
         f"r1-distill-qwen-{_key}", _billions, "qwen2.5-instruct",
     )
+
+
+def has_random_weights(folder: str | Path) -> bool:
+    """A local model folder written by the kit's ``random_weights`` (it holds the marker)."""
+    return (Path(folder).expanduser() / RANDOM_WEIGHTS_MARKER).is_file()
 
 
 def get_model(key: str) -> ModelSpec:

@@ -8,13 +8,14 @@ libraries' text progress bars in headless runs (progress.py), so reports carry n
 from __future__ import annotations
 
 import html
+import math
 import os
 from pathlib import Path
 
 import pandas as pd
 
 from tts_utils import provenance
-from tts_utils.banners import PLUMBING_WARNING, SYSTEM_ONLY_WARNING, shout
+from tts_utils.banners import PLUMBING_WARNING, SYSTEM_ONLY_WARNING, random_weights_warning, shout
 from tts_utils.config import StudyConfig
 from tts_utils.data import load_problems, resolve_source
 from tts_utils.engine.model_source import load_tokenizer, resolve
@@ -40,7 +41,8 @@ READER_COLUMNS = ["model", "method", "acceptance", "tensor_parallel_size", "budg
 
 def banner(config: StudyConfig) -> None:
     """Say loudly when the numbers cannot be read as science."""
-    for flag, text in (("tiny" in config.model_keys, PLUMBING_WARNING), (config.system_only, SYSTEM_ONLY_WARNING)):
+    for flag, text in (("tiny" in config.model_keys, PLUMBING_WARNING), (config.system_only, SYSTEM_ONLY_WARNING),
+                       (config.random_weight_models, random_weights_warning(config))):
         if flag:
             print(shout(text))
 
@@ -93,9 +95,13 @@ def reachability(config: StudyConfig) -> pd.DataFrame:
 def _planned_summary(config: StudyConfig, notebook: str) -> pd.DataFrame:
     """Every summary column, one row per run and budget, of the runs a notebook planned."""
     names = {plan.run_name for plan in plan_runs(config, notebook)[0]}
-    summary = load_study(config.study).summary
-    if summary.empty:
-        return summary
+    results = load_study(config.study)
+    # The batched accuracy pass (01_greedy) is kept out of the study's summary (its latency is
+    # batched), but it is one of the runs this notebook planned.
+    frames = [frame for frame in (results.batched, results.summary) if not frame.empty]
+    if not frames:
+        return pd.DataFrame()
+    summary = pd.concat(frames, ignore_index=True)
     return summary[summary["run_name"].isin(names)].reset_index(drop=True)
 
 
@@ -174,6 +180,12 @@ def check_sweep(config: StudyConfig, notebook: str) -> None:
     assert (frame["mean_output_tokens"] <= frame["budget_tokens"]).all(), "an answer exceeds its budget"
     requests = len(plans[0].problems.problems) * config.samples_per_problem
     assert (frame["num_requests"] == requests).all(), "a budget lacks requests"
+    for plan in plans:  # a latency subset: its problems measured, the others predicted (or all measured)
+        if plan.latency_subset:
+            fractions = frame.loc[frame["run_name"] == plan.run_name, "measured_fraction"]
+            subset = len(plan.latency_subset) / len(plan.problems.problems)
+            assert all(math.isclose(f, subset) or f == 1.0 for f in fractions), f"{plan.run_name}: latency measured on {list(fractions)}, " \
+                f"planned {len(plan.latency_subset)} of {len(plan.problems.problems)} problems"
     for _, group in frame.groupby(["model", "method", "tensor_parallel_size"]):
         latency = group.sort_values("budget_tokens")["mean_e2e_latency_s"].to_numpy()
         assert (latency[1:] >= latency[:-1] * 0.999).all(), "latency falls as the budget grows"

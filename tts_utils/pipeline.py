@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from tts_utils.banners import PLUMBING_WARNING, SYSTEM_ONLY_WARNING, shout
+from tts_utils.banners import PLUMBING_WARNING, SYSTEM_ONLY_WARNING, random_weights_warning, shout
 from tts_utils.cli import default_profile, fail, parse_overrides, resolve_parameters, study_parser
 from tts_utils.config import NOTEBOOKS, ConfigError
 from tts_utils.engine import vllm_compat
@@ -35,7 +35,7 @@ from tts_utils.paths import NOTEBOOKS_DIR, REPO_ROOT, profile_path, reports_dir,
 from tts_utils.progress import strip_ansi
 from tts_utils.report.landing import write_landing_page
 from tts_utils.store import atomic_write_json, read_json
-from tts_utils.study.preflight import check_inputs
+from tts_utils.study.preflight import check_inputs, plan_every_run
 
 CHAIN = NOTEBOOKS  # named once, in config.py, where each parameter lists the notebooks that declare it
 
@@ -283,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             notes = check_inputs(config)
             for note in notes:
                 print(f"!! {note}")
+            for line in plan_every_run(config):
+                print(f"   {line}")
             print(f"{profile_path(profile)}: ok ({len(values)} keys, study {config.study!r}"
                   f"{f', {len(config.trace_sets)} trace sets checked' if config.trace_sets else ''}; {compat.label})")
             return 0
@@ -295,9 +297,12 @@ def main(argv: list[str] | None = None) -> int:
         if any(name != "04_analysis" for name in names):  # 04 reads files only
             vllm_compat.require(config)
         # Inputs that 03 would meet hours later (trace sets, their tokenizer, the dataset) are
-        # checked now, before 00 starts.
+        # checked now, and every run of 01-03 is planned, so that what they would refuse is refused
+        # before 00 starts.
         for note in check_inputs(config):
             print(f"!! {note}")
+        if any(name != "04_analysis" for name in names):
+            plan_every_run(config)
     except ConfigError as error:
         return fail(error)
     profile = default_profile() if args.profile == "auto" else args.profile
@@ -307,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     record: dict[str, Any] = {"command": args.command, "invocation": command, "profile": profile,
                               "parameters": values, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                               "notebooks": {}}
-    warning = PLUMBING_WARNING if "tiny" in config.model_keys else SYSTEM_ONLY_WARNING if config.system_only else ""
+    warning = PLUMBING_WARNING if "tiny" in config.model_keys else SYSTEM_ONLY_WARNING if config.system_only \
+        else random_weights_warning(config)
     if warning:
         print(f"\n{shout(warning)}\n", flush=True)
     outcome, code = "ok", 0

@@ -23,7 +23,7 @@ from pathlib import Path
 from tts_utils.config import ConfigError
 from tts_utils.data import hub_reachable
 from tts_utils.engine.tiny_model import ensure_tiny_model, recipe_hash
-from tts_utils.models import ModelSpec
+from tts_utils.models import ModelSpec, has_random_weights
 from tts_utils.paths import MODEL_SHAPES_DIR, cache_dir
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -37,6 +37,8 @@ class ModelSource:
     tokenizer_path: str
     identity: str
     max_context: int | None
+    # A local folder written by ``random_weights`` (its marker): loaded as a checkpoint, labelled random.
+    random_weights: bool = False
 
 
 def _context_of(config_file: Path) -> int | None:
@@ -69,7 +71,7 @@ def resolve(spec: ModelSpec, load_format: str, local_dirs: Mapping[str, str] | N
     if local is not None and load_format != "dummy":
         # Named by folder, like a local drafter: a moved folder still resumes, another folder does not.
         return ModelSource(local, local, f"{spec.hf_id or spec.key}@local:{Path(local).name}",
-                           _context_of(Path(local) / "config.json"))
+                           _context_of(Path(local) / "config.json"), has_random_weights(local))
     if spec.hf_id is None and spec.shape is not None and load_format != "dummy":
         raise ConfigError(f"model {spec.key!r} is a shape without weights: system-only mode (load_format: dummy) only")
     if spec.hf_id is None and spec.shape is None:
@@ -126,7 +128,10 @@ def load_tokenizer(source: ModelSource, hint: str = ""):
 
     check_tokenizer_reachable(source.tokenizer_path, hint)
     try:
-        return AutoTokenizer.from_pretrained(source.tokenizer_path)
+        # transformers 5 takes a local folder whose config.json names no transformers_version (the
+        # shipped shapes, hence random_weights folders) for an old Mistral tokenizer and warns; its
+        # "fix" is Mistral's regex, wrong for Qwen's BPE (benchmarks/tokenizer_regex_check.py).
+        return AutoTokenizer.from_pretrained(source.tokenizer_path, fix_mistral_regex=False)
     except (OSError, ValueError) as error:
         suffix = f"; {hint}" if hint else ""
         raise ConfigError(f"cannot load the tokenizer of {source.tokenizer_path}: "

@@ -26,10 +26,8 @@ from pathlib import Path
 from tts_utils.cli import OneLineParser, run
 from tts_utils.config import ConfigError
 from tts_utils.engine.model_source import TOKENIZER_FILES
-from tts_utils.models import MODELS
+from tts_utils.models import MODELS, RANDOM_WEIGHTS_MARKER
 from tts_utils.paths import MODEL_SHAPES_DIR
-
-MARKER_FILE = "RANDOM_WEIGHTS.json"
 
 
 def shape_folder(shape: str) -> Path:
@@ -87,7 +85,7 @@ def write_random_weights(shape: str, tokenizer: Path, out: Path, seed: int = 0) 
               "tokenizer": str(tokenizer), "seed": seed, "dtype": str(dtype).removeprefix("torch."),
               "parameters": sum(p.numel() for p in model.parameters()),
               "note": "random weights: the text is noise, accuracy near 0; timings are the architecture's"}
-    (staging / MARKER_FILE).write_text(json.dumps(recipe, indent=2) + "\n")
+    (staging / RANDOM_WEIGHTS_MARKER).write_text(json.dumps(recipe, indent=2) + "\n")
     if out.exists():
         out.rmdir()
     os.rename(staging, out)

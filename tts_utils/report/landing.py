@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tts_utils.banners import PLUMBING_MODELS, PLUMBING_WARNING, SYSTEM_ONLY_WARNING
+from tts_utils.banners import PLUMBING_MODELS, PLUMBING_WARNING, RANDOM_WEIGHTS_WARNING, SYSTEM_ONLY_WARNING
 from tts_utils.paths import figures_dir, reports_dir, study_dir
 from tts_utils.report.html import CSS, by_model_size, esc, html_fixed, html_number, html_table, link, read_csv_or_none
 from tts_utils.report.modelled import real_trace_sets
@@ -54,7 +54,7 @@ FIGURES = (
 ACCURACY_FIGURES = {"accuracy_vs_budget", "accuracy_vs_latency", "accuracy_vs_cost"}
 # Key numbers shown on the page (when present); table.csv holds every column.
 KEY_COLUMNS = (
-    ("model", "model"), ("configuration", "configuration"), ("budget_tokens", "budget (tokens)"),
+    ("model", "model"), ("weights", "weights"), ("configuration", "configuration"), ("budget_tokens", "budget (tokens)"),
     ("accuracy_strict", "strict accuracy"), ("mean_e2e_latency_s", "mean latency (s)"),
     ("mean_tpot_ms", "ms / token"), ("cost_gpu_s_per_token", "GPU-s / token"),
     ("usd_per_million_output_tokens", "$ / M tokens"), ("spec_acceptance_rate", "spec. acceptance"),
@@ -110,6 +110,9 @@ def _banners(runs: list[RunInfo], notebooks: list[dict], claims_stale: bool, cha
                        "this study's runs; rows marked modelled join the two.</div>")
     if any(run.identity.get("system_only") for run in runs):
         banners.append(f'<div class="banner">{esc(SYSTEM_ONLY_WARNING)}</div>')
+    random = by_model_size({run.identity.get("model", "?") for run in runs if run.identity.get("random_weights")})
+    if random:
+        banners.append(f'<div class="banner">{esc(RANDOM_WEIGHTS_WARNING.format(models=", ".join(random)))}</div>')
     failed = [nb["name"] for nb in notebooks if nb["failed"]]
     if failed:
         banners.append(f'<div class="banner">{esc(", ".join(failed))} failed: see its report below and '
@@ -168,7 +171,7 @@ def _real_traces_section(study: str, figures: Path, base: Path) -> str:
             continue
         meta = read_json(folder / "replay.json")
         model = meta["identity"]["model"]
-        if model in PLUMBING_MODELS:
+        if model in PLUMBING_MODELS or meta.get("random_weights"):
             continue
         limit = meta["identity"].get("trace_limit")
         sets.append(f"<strong>{esc(model)}</strong>: {esc(meta['trace_set_name'])} ({meta['identity'].get('traces', '?')} "

@@ -29,9 +29,9 @@ from tts_utils.config import ConfigError
 from tts_utils.paths import study_dir
 from tts_utils.report.analysis import configuration_table
 from tts_utils.report.prices import device_name
-from tts_utils.speculation.replay import NgramSettings
+from tts_utils.speculation.replay import TRACE_KEYS, NgramSettings
 from tts_utils.speculation.replay_sets import current_replay_folders, replay_problem
-from tts_utils.speculation.stepcost import TOLERANCE, fit_step_costs, predict_request, validate
+from tts_utils.speculation.stepcost import TOLERANCE, fit_step_costs, non_negative_line, predict_request, validate
 from tts_utils.store import RunFolder, read_json
 from tts_utils.study.metrics import summarise
 
@@ -105,7 +105,7 @@ def costs_from_results(rows: pd.DataFrame) -> pd.DataFrame:
     if not points:
         return pd.DataFrame(columns=["step", "intercept_ms", "slope_ms_per_1k_context", "max_context_tokens"])
     x, y = np.array(points).T
-    slope, intercept = np.polyfit(x, y, 1) if len(set(x)) > 1 else (0.0, float(y.mean()))
+    slope, intercept = non_negative_line(x, y)
     reach = float((rows["prompt_tokens"] + rows["output_tokens"]).max())
     return pd.DataFrame([{"step": "plain", "steps": len(points), "intercept_ms": intercept * 1e3,
                           "slope_ms_per_1k_context": slope * 1e6, "mean_ms": y.mean() * 1e3,
@@ -220,7 +220,7 @@ def load_replay_sets(study: str) -> list[dict]:
         meta = json.loads((folder / "replay.json").read_text())
         rows = pd.read_csv(folder / "rows.csv")
         out.append({"model": meta["identity"]["model"], "trace_set": meta["trace_set_name"], "replay": folder.name,
-                    "proxy_of": meta.get("proxy_of"), "rows": rows, "settings": meta["identity"].get("settings"),
+                    "proxy_of": meta.get("proxy_of"), "random_weights": meta.get("random_weights", False), "rows": rows, "settings": meta["identity"].get("settings"),
                     "steps": json.loads((folder / "steps.json").read_text())})
     return out
 
@@ -231,7 +231,9 @@ def _configuration_name(run: PricedRun) -> str:
 
 def price_replay(replay: dict, run: PricedRun, budgets: list[int]) -> tuple[pd.DataFrame, list[dict]]:
     """Modelled rows of one replayed trace set priced by one run, and the budgets refused."""
-    grades = replay["rows"].set_index(["problem_id", "budget_tokens"])
+    graded = replay["rows"]
+    # Replays written before samples were told apart have no sample_index: one sample per problem.
+    grades = (graded if "sample_index" in graded else graded.assign(sample_index=0)).set_index(TRACE_KEYS)
     limit = run.reach() * (1 + CONTEXT_SLACK)
     label = f"modelled: {replay['trace_set']} traces" + (f", priced by {run.study}" if run.imported else "")
     rows, refused = [], []
@@ -261,10 +263,12 @@ def price_replay(replay: dict, run: PricedRun, budgets: list[int]) -> tuple[pd.D
             latency = predict_request(run.costs, trace["prompt_tokens"], run.ttft_s, drafts, emitted, budget,
                                       run.speculative)
             tokens = min(budget, trace["output_tokens"])
-            key = (trace["problem_id"], budget)
+            sample = trace.get("sample_index", 0)
+            key = (trace["problem_id"], sample, budget)
             strict = grades.loc[key, "strict_correct"] if key in grades.index and "strict_correct" in grades else math.nan
             lenient = grades.loc[key, "lenient_correct"] if key in grades.index and "lenient_correct" in grades else math.nan
-            rows.append({"request_id": trace["problem_id"], "problem_id": trace["problem_id"], "sample_index": 0,
+            rows.append({"request_id": f"{trace['problem_id']}#s{sample}", "problem_id": trace["problem_id"],
+                         "sample_index": sample,
                          "budget_tokens": budget, "prompt_tokens": trace["prompt_tokens"], "output_tokens": tokens,
                          "hit_budget": trace["output_tokens"] >= budget, "e2e_latency_s": latency,
                          "ttft_s": run.ttft_s, "tpot_s": (latency - run.ttft_s) / (tokens - 1) if tokens > 1 else math.nan,
@@ -358,6 +362,6 @@ def real_trace_sets(study: str) -> list[str]:
         if replay_problem(folder):  # 04 says why it left it out
             continue
         meta = json.loads((folder / "replay.json").read_text())
-        if meta["identity"]["model"] not in PLUMBING_MODELS and not meta.get("proxy_of"):
+        if meta["identity"]["model"] not in PLUMBING_MODELS and not meta.get("proxy_of") and not meta.get("random_weights"):
             names.append(f"{meta['identity']['model']}: {meta['trace_set_name']}")
     return names

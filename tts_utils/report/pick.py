@@ -29,6 +29,11 @@ OBJECTIVES = {  # objective -> (column, lower is better)
     "cheapest": ("usd_per_correct_answer", True),
     "most accurate": ("accuracy_strict", False),
 }
+# Equal on the objective: the next objective decides, then the name; never the order rows came in.
+TIE_BREAKS = {"fastest": ("accuracy_strict", False), "cheapest": ("mean_e2e_latency_s", True),
+              "most accurate": ("mean_e2e_latency_s", True)}
+# How a configuration reaches an accuracy target: its point estimate, or the lower end of its 95% interval.
+RULES = ("point", "lower")
 CONFIGURATIONS_FILE = "configurations.csv"
 
 
@@ -52,10 +57,13 @@ def _bounds(row: pd.Series, column: str) -> tuple[float, float]:
 def best(eligible: pd.DataFrame, objective: str) -> tuple[pd.Series | None, pd.DataFrame]:
     """The winner on one objective and the eligible rows whose intervals overlap its interval."""
     column, lower = OBJECTIVES[objective]
+    second, second_lower = TIE_BREAKS[objective]
     eligible = eligible[eligible[column].notna()]
     if eligible.empty:
         return None, eligible
-    winner = eligible.loc[eligible[column].idxmin() if lower else eligible[column].idxmax()]
+    ranked = eligible.assign(_name=[name(row) for _, row in eligible.iterrows()])
+    ranked = ranked.sort_values([column, second, "_name"], ascending=[lower, second_lower, True], kind="stable")
+    winner = eligible.loc[ranked.index[0]]
     low, high = _bounds(winner, column)
     tied = [index for index, row in eligible.iterrows()
             if index != winner.name and _bounds(row, column)[0] <= high and _bounds(row, column)[1] >= low]
@@ -75,9 +83,28 @@ def _entry(goal: str, target: float, objective: str, winner: pd.Series | None, t
             "tied_with": "; ".join(name(row) for _, row in tied.iterrows())}
 
 
-def for_accuracy(table: pd.DataFrame, target: float) -> list[dict]:
+def once_each(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration and trace set: a study's own pricing of a modelled configuration
+    wins over an imported pricing of the same one, so that a configuration is never tied with itself."""
+    if "priced_by" not in table:
+        return table
+    keys = [key for key in ("model", "method", "tensor_parallel_size", "budget_tokens", "evidence", "trace_set")
+            if key in table]
+    imported = table["priced_by"].fillna("").astype(str).str.contains("imported")
+    return table.assign(_imported=imported).sort_values("_imported", kind="stable").drop_duplicates(keys).drop(
+        columns="_imported").sort_index()
+
+
+def reaches(table: pd.DataFrame, target: float, rule: str = "point") -> pd.DataFrame:
+    """Configurations whose strict accuracy reaches ``target``: by point estimate, or (rule lower) by
+    the lower end of the 95% interval."""
+    column = "accuracy_strict_lo" if rule == "lower" and "accuracy_strict_lo" in table else "accuracy_strict"
+    return table[table[column] >= target]
+
+
+def for_accuracy(table: pd.DataFrame, target: float, rule: str = "point") -> list[dict]:
     """The fastest and the cheapest (dollars per correct answer) configuration reaching ``target``."""
-    eligible = table[table["accuracy_strict"] >= target]
+    eligible = reaches(table, target, rule)
     return [_entry("strict accuracy >=", target, objective, *best(eligible, objective))
             for objective in ("fastest", "cheapest")]
 
@@ -88,14 +115,15 @@ def for_latency(table: pd.DataFrame, limit_s: float) -> list[dict]:
     return [_entry("latency per request <= s", limit_s, "most accurate", *best(eligible, "most accurate"))]
 
 
-def pick_table(table: pd.DataFrame, targets=ACCURACY_TARGETS, limits=LATENCY_LIMITS_S) -> pd.DataFrame:
+def pick_table(table: pd.DataFrame, targets=ACCURACY_TARGETS, limits=LATENCY_LIMITS_S, rule: str = "point"
+               ) -> pd.DataFrame:
     """Every accuracy target and latency limit with its picks and ties (only rows with accuracy)."""
-    table = table[table["accuracy_strict"].notna()] if "accuracy_strict" in table else table.head(0)
+    table = once_each(table[table["accuracy_strict"].notna()]) if "accuracy_strict" in table else table.head(0)
     if table.empty:
         return pd.DataFrame()
     if "usd_per_correct_answer" not in table:
         table = table.assign(usd_per_correct_answer=math.nan)
-    entries = [e for t in targets for e in for_accuracy(table, t)] + [e for s in limits for e in for_latency(table, s)]
+    entries = [e for t in targets for e in for_accuracy(table, t, rule)] + [e for s in limits for e in for_latency(table, s)]
     return pd.DataFrame(entries)
 
 
@@ -146,7 +174,7 @@ def pick_section(figures: Path, link) -> str:
     for row in picks.itertuples():
         unit = " s" if "latency" in row.goal else ""
         value = "" if pd.isna(row.value) else f": {row.metric} {row.value:.4g} [{row.value_lo:.4g}, {row.value_hi:.4g}]"
-        tie = f" (+{row.ties} tied)" if row.ties else ""
+        tie = f" (tied: {escape(str(row.tied_with))})" if row.ties else ""
         lines.append(f"<li>{escape(row.objective)} with {escape(row.goal.replace(' s', ''))} {row.target:g}{unit}: "
                      f"<b>{escape(str(row.pick))}</b>{escape(value)}{tie}</li>")
     image = figures / "pick.png"
@@ -155,8 +183,9 @@ def pick_section(figures: Path, link) -> str:
         import base64
 
         figure = f'<figure><img alt="pick" src="data:image/png;base64,{base64.b64encode(image.read_bytes()).decode()}"></figure>'
-    return (f"<ul>{''.join(lines)}</ul>{figure}<p class=\"small\">Ties: configurations whose 95% interval overlaps "
-            f"the pick's. [modelled] = real traces priced by measured step costs. Files: {link(path)}. "
+    return (f"<ul>{''.join(lines)}</ul>{figure}<p class=\"small\">A configuration reaches a target by its point "
+            "estimate. Ties: configurations whose 95% interval overlaps the pick's (unpaired intervals); equal values "
+            "go to the next objective, then the name, never to row order. [modelled] = real traces priced by measured step costs. Files: {link(path)}. "
             "Ask it directly: <code>python -m tts_utils pick --study STUDY --accuracy 0.8</code>.</p>")
 
 
@@ -186,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     goal = parser.add_mutually_exclusive_group(required=True)
     goal.add_argument("--accuracy", type=float, help="strict accuracy target in (0, 1]")
     goal.add_argument("--latency-s", type=float, help="latency limit per request in seconds (> 0)")
+    parser.add_argument("--rule", choices=RULES, default="point",
+                        help="a configuration reaches --accuracy by its point estimate, or by its interval's lower end")
     args = parser.parse_args(argv)
     return run(lambda: _pick(args))
 
@@ -196,14 +227,15 @@ def _pick(args) -> None:
         raise ConfigError(f"--accuracy must be in (0, 1], got {args.accuracy}")
     if args.latency_s is not None and not args.latency_s > 0:
         raise ConfigError(f"--latency-s must be positive, got {args.latency_s}")
-    table = load_configurations(args.study)
+    table = once_each(load_configurations(args.study))
     table = table[table["accuracy_strict"].notna()]
     if table.empty:
         raise ConfigError(f"study {args.study!r} has no configuration with accuracy (random weights and no "
                           "trace sets): nothing to pick from")
     if "usd_per_correct_answer" not in table:
         table = table.assign(usd_per_correct_answer=math.nan)
-    _print(for_accuracy(table, args.accuracy) if args.accuracy is not None else for_latency(table, args.latency_s))
+    _print(for_accuracy(table, args.accuracy, args.rule) if args.accuracy is not None
+           else for_latency(table, args.latency_s))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import pandas as pd
 
-from tts_utils.banners import PLUMBING_MODELS
+from tts_utils.banners import PLUMBING_MODELS, real_weight_rows
 from tts_utils.intervals import configuration_intervals
 from tts_utils.report.analysis import (
     CLAIMS,
@@ -27,6 +27,7 @@ from tts_utils.report.analysis import (
     claim_small_model_slower_with_tp,
     claim_speculation_faster,
     claim_tp_diminishing,
+    in_canonical_order,
 )
 from tts_utils.report.modelled import EVIDENCE_MEASURED, Modelled
 
@@ -36,15 +37,18 @@ REAL_TRACES, MEASURED, MODELLED = "real traces", "measured", "modelled"
 def trace_accuracy(replay_sets: list[dict], real_only: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Accuracy by budget of every graded replay, shaped like a table and its rows (method
     ``baseline`` at TP 1, so the accuracy claim reads it); proxy trace sets carry no grades.
-    ``real_only`` leaves out replays of the kit's own random-weight models (plumbing)."""
+    ``real_only`` leaves out replays of random-weight models (the kit's own, or own runs of a random
+    weights folder or of system-only mode)."""
     tables, rows = [], []
     for replay in replay_sets:
         graded = replay["rows"]
-        if "strict_correct" not in graded or replay.get("proxy_of") or (real_only and replay["model"] in PLUMBING_MODELS):
+        plumbing = replay["model"] in PLUMBING_MODELS or replay.get("random_weights")
+        if "strict_correct" not in graded or replay.get("proxy_of") or (real_only and plumbing):
             continue
-        frame = graded[["problem_id", "budget_tokens", "strict_correct", "lenient_correct"]].copy()
+        if "sample_index" not in graded:  # written before samples were told apart: one per problem
+            graded = graded.assign(sample_index=0)
+        frame = graded[["problem_id", "sample_index", "budget_tokens", "strict_correct", "lenient_correct"]].copy()
         frame["run_name"] = replay["replay"]
-        frame["sample_index"] = 0
         rows.append(frame)
         summary = frame.groupby("budget_tokens").agg(accuracy_strict=("strict_correct", "mean"),
                                                      accuracy_lenient=("lenient_correct", "mean")).reset_index()
@@ -63,7 +67,7 @@ def accuracy_figure_rows(table: pd.DataFrame, replay_sets: list[dict]) -> tuple[
     """The rows 04's accuracy-by-budget figure draws, and what they are, in claim 1's order:
     measured accuracy of real models, else the real traces' grades, else what was measured (the
     tiny model's plumbing, or nothing with random weights)."""
-    real_models = table[~table["model"].isin(PLUMBING_MODELS)] if not table.empty else table
+    real_models = real_weight_rows(table)
     if not real_models.empty and real_models["accuracy_strict"].notna().any():
         return real_models, "measured"
     accuracy, _ = trace_accuracy(replay_sets, real_only=True)
@@ -127,9 +131,10 @@ def check_all_claims(study: str, table: pd.DataFrame, rows: pd.DataFrame, modell
     """The five claims; each from measured rows where they decide it, else from modelled rows or
     the real traces' grades. Returns claims.csv's frame with ``decided_by``."""
     verdicts, kinds = [], []
+    table, modelled_table = in_canonical_order(table), in_canonical_order(modelled_table)
     # 1. accuracy flattens. The tiny model's accuracy (random weights) is plumbing: real traces,
     # where the study replayed any, decide before it (the embedded default with public traces).
-    real_models = table[~table["model"].isin(PLUMBING_MODELS)] if not table.empty else table
+    real_models = real_weight_rows(table)
     verdict = claim_accuracy_flattens(real_models, rows) if not real_models.empty else None
     kind = MEASURED
     if verdict is None or verdict.verdict == UNKNOWN:

@@ -119,7 +119,9 @@ def at_a_glance_section(runs: list[RunInfo]) -> str:
     commits = Counter(commit_label(run.created_by) for run in runs)
     problems = {f"{i.get('num_problems')} problem{'' if i.get('num_problems') == 1 else 's'} ({i.get('problem_source')})"
                 for i in identities}
-    return (f"<p><strong>{len(runs)} runs</strong>: models {esc(', '.join(by_model_size(i.get('model', '?') for i in identities)))}"
+    random = by_model_size({i.get("model", "?") for i in identities if i.get("random_weights") or i.get("system_only")})
+    weights = f" (random weights: {esc(', '.join(random))})" if random else ""
+    return (f"<p><strong>{len(runs)} runs</strong>: models {esc(', '.join(by_model_size(i.get('model', '?') for i in identities)))}{weights}"
             f" &times; {esc(', '.join(configurations))}; budgets {budgets[0]:,} to {budgets[-1]:,} tokens; "
             f"{esc(', '.join(sorted(problems)))} &times; {esc(', '.join(sorted({str(i.get('samples_per_problem')) for i in identities})))}"
             f" repetition(s). On {esc(' / '.join(hardware))}, engine {esc(' / '.join(engines))}, kit commit "

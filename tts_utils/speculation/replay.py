@@ -164,7 +164,8 @@ def replay_trace_set(trace_set: TraceSet, settings: NgramSettings, budgets: list
         else:
             on_steps(trace, steps)
         for budget in budgets:
-            rows.append({"problem_id": trace.problem_id, **step_stats(steps, budget, settings)})
+            rows.append({"problem_id": trace.problem_id, "sample_index": trace.sample_index,
+                         **step_stats(steps, budget, settings)})
     return pd.DataFrame(rows), all_steps
 
 
@@ -182,10 +183,14 @@ def grade_at_budgets(trace_set: TraceSet, tokenizer, budgets: list[int], reasoni
                     text = tokenizer.decode(list(trace.output_ids[:cut]), skip_special_tokens=False)
                     graded[cut] = grader.grade(GradeItem(text, trace.gold, reasoning_end))
                 grade = graded[cut]
-                rows.append({"problem_id": trace.problem_id, "budget_tokens": budget,
+                rows.append({"problem_id": trace.problem_id, "sample_index": trace.sample_index, "budget_tokens": budget,
                              "strict_correct": grade.strict_correct, "lenient_correct": grade.lenient_correct,
                              "reasoning_finished": grade.reasoning_finished, "grade_status": grade.status})
     return pd.DataFrame(rows)
+
+
+# One trace at one budget: the key of every replayed row (a problem may have several samples).
+TRACE_KEYS = ["problem_id", "sample_index", "budget_tokens"]
 
 
 @dataclass(frozen=True)
@@ -222,7 +227,7 @@ def replay(trace_set: TraceSet, settings: NgramSettings, budgets: list[int], tok
     rows, steps = replay_trace_set(trace_set, settings, budgets, on_steps)
     if tokenizer is not None and reasoning_end is not None:
         grades = grade_at_budgets(trace_set, tokenizer, budgets, reasoning_end, grade_timeout_s)
-        rows = rows.merge(grades, on=["problem_id", "budget_tokens"], how="left")
+        rows = rows.merge(grades, on=TRACE_KEYS, how="left", validate="one_to_one")
     identity = {"trace_set": trace_set.source, "trace_fingerprint": trace_set.fingerprint,
                 "model": trace_set.model, "sampling": trace_set.sampling, "settings": asdict(settings),
                 "budgets": budgets, "traces": len(trace_set.traces), "notes": list(trace_set.notes)}

@@ -93,6 +93,9 @@ def run_replays(config) -> pd.DataFrame:
             atomic_write_json(folder / "replay.json", sealed({
                 "identity": {**result.identity, **identity}, "trace_set": trace_set.source,
                 "trace_set_name": trace_set.name, "created_by": provenance.collect(),
+                # This study's own runs of random weights (system-only mode or a random_weights
+                # folder) are no real model's text: no page calls them real.
+                "random_weights": entry.own and (config.system_only or source.random_weights),
                 "summary": result.summary.to_dict("records"),
                 "sha256": {name: file_sha256(folder / name) for name in REPLAY_FILES}}))
         summaries.append(load_replay_summary(folder))
@@ -123,7 +126,8 @@ class StepsWriter:
 
     def __call__(self, trace, steps: TraceSteps) -> None:
         self.out.write(("" if self.first else ",\n") + json.dumps(
-            {"problem_id": trace.problem_id, "prompt_tokens": len(trace.prompt_ids), "output_tokens": len(trace.output_ids),
+            {"problem_id": trace.problem_id, "sample_index": trace.sample_index, "prompt_tokens": len(trace.prompt_ids),
+             "output_tokens": len(trace.output_ids),
              "draft_tokens": steps.draft_tokens.tolist(), "emitted": steps.emitted.tolist()}, separators=(",", ":")))
         self.first = False
 

@@ -99,10 +99,24 @@ def fit_step_costs(steps: pd.DataFrame) -> pd.DataFrame:
     usable = steps[(steps["step"] != "prefill") & ~steps["merged"].astype(bool)]
     for (run_name, step), group in usable.groupby(["run_name", "step"]):
         x, y = group["context_tokens"].to_numpy(float), group["seconds"].to_numpy(float)
-        slope, intercept = np.polyfit(x, y, 1) if len(group) > 2 and np.ptp(x) > 0 else (0.0, float(y.mean()))
+        slope, intercept = non_negative_line(x, y)
         rows.append({"run_name": run_name, "step": step, "steps": len(group), "intercept_ms": intercept * 1e3,
                      "slope_ms_per_1k_context": slope * 1e6, "mean_ms": y.mean() * 1e3})
     return pd.DataFrame(rows)
+
+
+def non_negative_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares ``y = intercept + slope x`` with neither below zero: a step never costs less at
+    a longer context, nor less than nothing. Bursty step times (a loaded CPU's stream delivers
+    hundreds of steps at once) can tilt a free fit below zero and predict negative latencies."""
+    if len(x) <= 2 or np.ptp(x) == 0:
+        return 0.0, float(y.mean())
+    slope, intercept = np.polyfit(x, y, 1)
+    if slope < 0:
+        return 0.0, float(y.mean())
+    if intercept < 0:
+        return float(np.dot(x, y) / np.dot(x, x)), 0.0
+    return float(slope), float(intercept)
 
 
 def step_seconds(costs: pd.DataFrame, step: str, context: np.ndarray) -> np.ndarray:

@@ -78,6 +78,9 @@ class Trace:
     output_ids: tuple[int, ...]
     ended: bool  # the output ends with the end-of-sequence token (not cut at a length cap)
     gold: str
+    # Which repetition of the problem (sample_index, repetition or sample; 0 when a file has one per
+    # problem): every join of a trace's steps and grades is keyed by problem and sample.
+    sample_index: int = 0
 
 
 class _Traces:
@@ -226,7 +229,18 @@ def _trace_from_record(reader: _Reader, record: dict, where: str) -> tuple[Trace
         if ended and reader.eos_id is not None:
             output += (reader.eos_id,)  # the engine counts and emits the end-of-sequence token
     reader.check_context(prompt, output, where)
-    return Trace(problem.unique_id, prompt, output, ended, str(gold)), offset
+    return Trace(problem.unique_id, prompt, output, ended, str(gold), _sample_index(record, where)), offset
+
+
+def _sample_index(record: dict, where: str) -> int:
+    """The record's repetition number (0 when it names none)."""
+    value = _first(record, REPETITION_FIELDS)
+    if value in (None, ""):
+        return 0
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {'/'.join(REPETITION_FIELDS)} must be an integer, got {value!r}") from None
 
 
 def _recorded_count(record: dict, where: str) -> int | None:
@@ -305,7 +319,14 @@ def _folder_traces(reader: _Reader, folder: Path) -> Iterator[tuple[str, dict, T
         records = read_records(folder / "requests.jsonl")
     except CorruptResultError as error:
         raise ConfigError(str(error)) from None
+    # A run that ran each budget separately holds one request per budget: its longest one per problem
+    # and sample is the trace (the shorter ones are its prefixes under greedy decoding).
+    longest: dict[tuple, tuple[int, dict]] = {}
     for number, record in enumerate(records, 1):
+        key = (record["problem_id"], record.get("sample_index") or 0)
+        if key not in longest or record.get("max_tokens", 0) > longest[key][1].get("max_tokens", 0):
+            longest[key] = (number, record)
+    for number, record in sorted(longest.values(), key=lambda pair: pair[0]):
         where = f"{folder / 'requests.jsonl'} line {number}"
         problem = problems.get(record["problem_id"])
         if problem is None:
@@ -317,7 +338,8 @@ def _folder_traces(reader: _Reader, folder: Path) -> Iterator[tuple[str, dict, T
         output = _check_ids(record["token_ids"], reader.vocab_size, where, "token_ids")
         reader.check_context(prompt, output, where)
         offset = record["completion_tokens"] - len(output) if "completion_tokens" in record else None
-        trace = Trace(problem.unique_id, prompt, output, record["finish_reason"] == "stop", problem.answer)
+        trace = Trace(problem.unique_id, prompt, output, record["finish_reason"] == "stop", problem.answer,
+                      int(record.get("sample_index") or 0))
         yield where, {"sample_index": record.get("sample_index"), "request_id": record["request_id"]}, trace, offset
 
 
@@ -379,8 +401,8 @@ def load_trace_set(path: str | Path, model: ModelSpec, source: ModelSource, data
             declared = _first(record, MODEL_FIELDS) or declared
             if record.get("temperature") not in (None, ""):
                 temperature = float(record["temperature"])
-            repetition = _first(record, REPETITION_FIELDS)
-            key = (trace.problem_id, repetition, record.get("request_id"))
+            # Lines told apart only by a request id are the same output twice, not two samples.
+            key = (trace.problem_id, trace.sample_index)
             if key in seen:
                 raise ConfigError(f"{where}: problem {trace.problem_id!r} appears again (first at "
                                   f"{_line(seen[key])}); a trace set holds "

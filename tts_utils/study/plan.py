@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from tts_utils.banners import RANDOM_WEIGHTS, REAL_WEIGHTS
 from tts_utils.config import ConfigError, StudyConfig
 from tts_utils.data import ProblemSet, load_problems
 from tts_utils.engine.model_source import ModelSource, eagle3_head, load_model_config, load_tokenizer, resolve
@@ -47,6 +48,7 @@ CONTEXT_MARGIN_TOKENS = 16
 # Room for budget forcing's end-of-thinking marker and answer cue (under 20 tokens for every model).
 FORCING_CUE_TOKENS = 32
 WARMUP_TOKENS = 16
+CPU_PLUMBING_ARGS = ("--enforce-eager",)
 
 @dataclass(frozen=True, kw_only=True)
 class RunPlan:
@@ -90,6 +92,13 @@ class RunPlan:
         return self.method == BATCHED_METHOD
 
     @property
+    def weights(self) -> str:
+        """``real`` for a checkpoint; ``random`` for the tiny model, system-only mode or a folder with
+        the random_weights marker (results.csv's ``weights``)."""
+        random = self.system_only or self.source.random_weights or self.model.hf_id is None
+        return RANDOM_WEIGHTS if random else REAL_WEIGHTS
+
+    @property
     def probe_requests(self) -> int:
         """No-draft probe requests: system-only n-gram runs only."""
         return PROBE_REQUESTS if self.system_only and self.engine.speculative is not None else 0
@@ -122,6 +131,8 @@ class RunPlan:
             "problem_source": self.problems.source, "problem_fingerprint": self.problems.fingerprint,
             "num_problems": len(self.problems.problems), "samples_per_problem": self.samples_per_problem,
             "concurrency": self.concurrency, "system_only": self.system_only,
+            # Only for a random-weights folder: runs of real checkpoints keep their names.
+            **({"random_weights": True} if self.source.random_weights else {}),
             **({"acceptance": self.acceptance} if self.acceptance != "engine" else {}),
             **({"latency_problems": len(self.latency_subset)} if self.latency_subset else {}),
             # Only when forcing: cut runs keep the names they had before budget_mode existed.
@@ -166,10 +177,7 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
     if notebook not in NOTEBOOK_METHODS:
         raise ConfigError(f"unknown sweep notebook {notebook!r}; expected one of {', '.join(NOTEBOOK_METHODS)}")
     tp_sizes, skipped = config.usable_tp_sizes() if notebook == "02_tp" else ([1], [])
-    # What only a GPU engine can do is refused on a CPU before anything starts; a dry run starts
-    # nothing, so it plans (and renders the finished runs of) a GPU study on any machine.
-    cpu_engine = detect().accelerator == "cpu" and not config.dry_run
-    if config.cudagraph_mode and cpu_engine:
+    if config.cudagraph_mode and cpu_engine(config):
         raise ConfigError(f"cudagraph_mode {config.cudagraph_mode} needs a GPU engine: the CPU engine captures "
                           "no CUDA graphs; leave cudagraph_mode empty here")
     problems = load_problems(config.dataset, config.num_problems, config.seed)
@@ -182,10 +190,10 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
         speculative, acceptance, method = None, "engine", NOTEBOOK_METHODS[notebook]
         source = resolve(model, config.load_format, config.local_model_dirs)
         if notebook == "03_spec":
+            if config.spec_acceptance != "engine" and cpu_engine(config):
+                raise ConfigError(f"synthetic acceptance (spec_acceptance: {config.spec_acceptance}) needs a GPU "
+                                  "engine: vLLM's CPU sampler does not support synthetic rejection sampling")
             rates, acceptance = acceptance_for(config, key)
-            if rates is not None and cpu_engine:
-                raise ConfigError("synthetic acceptance (spec_acceptance) needs a GPU engine: vLLM's CPU sampler "
-                                  "does not support synthetic rejection sampling")
             speculative = SpeculativeConfig(*spec_settings, synthetic_acceptance_rates=rates,
                                             method=config.spec_method, draft_model_path=drafter_path(config, source))
             method = spec_method_label(config.spec_method, rates is not None)
@@ -213,13 +221,17 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
         for size in tp_sizes_here:
             batched = size == BATCHED_METHOD
             size = 1 if batched else size
+            heads = model_config.get("num_attention_heads")
+            if heads and heads % size:
+                raise ConfigError(f"{key} has {heads} attention head(s), which TP={size} cannot split evenly; "
+                                  "leave that size out of tp_sizes")
             engine = EngineConfig(
                 model_path=source.engine_path, served_name=key, tensor_parallel_size=size,
                 dtype=config.dtype, max_model_len=max_model_len, speculative=speculative,
                 load_format=config.load_format, seed=config.seed,
                 trust_remote_code=config.trust_remote_code,
                 gpu_memory_utilization=config.gpu_memory_utilization,
-                cpu_kv_cache_gib=config.cpu_kv_cache_gib, extra_args=config.extra_engine_args,
+                cpu_kv_cache_gib=config.cpu_kv_cache_gib, extra_args=engine_args(config, model),
                 cudagraph_mode=config.cudagraph_mode,
                 # vLLM's batch-invariant kernels are Triton (GPU); the CPU build crashes on its first
                 # request with them, so there the live check alone decides.
@@ -240,6 +252,22 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
                 force_answer_tokens=config.force_answer_tokens if config.budget_mode == "force" else 0,
             ))
     return plans, skipped
+
+
+def engine_args(config: StudyConfig, model: ModelSpec) -> tuple[str, ...]:
+    """``extra_engine_args``, plus eager mode for the kit's own tiny models on a CPU: torch.compile
+    costs about 15 s of every CPU engine start (34 s -> 19 s to healthy, tiny model, 2 cores) and
+    buys nothing for plumbing numbers. Part of the run's identity, so a run says how it ran."""
+    eager = detect().accelerator == "cpu" and model.hf_id is None and not any(
+        arg.startswith(("--enforce-eager", "--compilation-config", "-O")) for arg in config.extra_engine_args)
+    return config.extra_engine_args + (CPU_PLUMBING_ARGS if eager else ())
+
+
+def cpu_engine(config: StudyConfig) -> bool:
+    """Whether the study's engines will start on a CPU. What only a GPU engine can do is refused there
+    before anything starts; a dry run starts nothing, so it plans (and renders the finished runs of) a
+    GPU study on any machine."""
+    return detect().accelerator == "cpu" and not config.dry_run
 
 
 def latency_subset(problems: ProblemSet, config: StudyConfig) -> tuple[str, ...]:

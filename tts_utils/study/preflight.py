@@ -13,13 +13,15 @@ sweep.py (every sweep, dry runs included).
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from tts_utils.config import ConfigError, StudyConfig
 from tts_utils.data import HUB_DATASET, hub_reachable, load_problems
 from tts_utils.engine.model_source import check_tokenizer_reachable
-from tts_utils.speculation.trace_sets import PROXY, trace_entries, trace_source
+from tts_utils.speculation.trace_sets import OWN, PROXY, trace_entries, trace_source
 from tts_utils.speculation.traces import load_trace_set
+from tts_utils.study.plan import NOTEBOOK_METHODS, cpu_engine, plan_runs
 
 TOKENIZER_HINT = "give a local tokenizer folder with trace_tokenizer (--set trace_tokenizer=DIR)"
 
@@ -50,6 +52,28 @@ def check_dataset(dataset: str) -> None:
         return
     if dataset not in {"auto", "builtin"}:
         load_problems(dataset, 0, 0)
+
+
+def plan_every_run(config: StudyConfig) -> list[str]:
+    """Plan every run of 01-03 as the sweeps will, so that what a later notebook refuses (a GPU-only
+    setting on a CPU, forcing past the context, memory) is refused now, before 00 starts. Rates
+    replayed from trace sets do not exist before 03 replays them: there, each model needs a trace set
+    (or a proxy) to replay, and the runs are planned with the engine's acceptance in their place.
+    Returns one line per sweep notebook: what it will run."""
+    lines = []
+    for notebook in NOTEBOOK_METHODS:
+        planned = config
+        if notebook == "03_spec" and config.spec_acceptance == "replay" and not cpu_engine(config):
+            named = {entry.model for entry in trace_entries(config, with_own=False)}
+            own = not config.trace_sets or any(entry.split("=")[-1].strip() == OWN for entry in config.trace_sets)
+            missing = [key for key in config.model_keys if key not in named and not own]
+            if missing:
+                raise ConfigError(f"spec_acceptance: replay needs a trace set for {', '.join(missing)} in trace_sets "
+                                  "(MODEL=PATH, MODEL=public:NAME or MODEL=proxy:OTHER)")
+            planned = replace(config, spec_acceptance="engine")
+        runs, skipped = plan_runs(planned, notebook)
+        lines.append(f"{notebook}: {len(runs)} run(s)" + (f"; {'; '.join(skipped)}" if skipped else ""))
+    return lines
 
 
 def check_inputs(config: StudyConfig, deep: bool = True) -> list[str]:

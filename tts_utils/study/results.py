@@ -53,6 +53,7 @@ def _rows(plan: RunPlan, records: list[dict], hardware_label: str, engine_versio
                     "method": plan.method, "acceptance": plan.acceptance,
                     "tensor_parallel_size": plan.tensor_parallel_size,
                     "num_gpus": plan.tensor_parallel_size, "system_only": plan.system_only,
+                    "weights": plan.weights,
                     "hardware": hardware_label, "engine_version": engine_version,
                     "request_id": record["request_id"], "problem_id": problem_id, "sample_index": sample,
                     "budget_tokens": budget, "prompt_tokens": record["prompt_tokens"],
@@ -175,8 +176,8 @@ def finalize(plan: RunPlan, folder: RunFolder, budget_mode: str) -> None:
         if predicted.empty:
             scope = f"{len(plan.latency_subset)} problems measured; no step model for this acceptance, none predicted"
         rows = pd.concat([rows, predicted], ignore_index=True)
-    keys = ["study", "run_name", "model", "method", "acceptance", "tensor_parallel_size", "system_only", "hardware",
-            "budget_tokens"]
+    keys = ["study", "run_name", "model", "method", "acceptance", "tensor_parallel_size", "system_only", "weights",
+            "hardware", "budget_tokens"]
     summary = summarise(rows, keys)
     if forced is not None:  # accuracy under forcing beside the cut's, and what forcing cost
         summary = summary.merge(budget_forcing.summary_columns(rows, keys), on=keys, how="left")
