@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What a decoding step costs on a GPU engine, by kind of step (issue 22; README "What a step costs").
+"""What a decoding step costs on a GPU engine, by kind of step (issue 22; docs/engine-facts.md).
 
 One engine configuration per process, through vLLM's offline ``LLM`` API (random weights, token-id
 prompts, batch 1). In one engine it times several request kinds, 1,024 output tokens each:

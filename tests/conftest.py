@@ -73,7 +73,6 @@ def tiny_tokenizer(tiny_model_path: Path):
 
 def _server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory, **engine):
     from tts_utils.engine.server import EngineConfig, VLLMServer
-
     from tts_utils.study.plan import CPU_PLUMBING_ARGS
 
     engine["extra_args"] = CPU_PLUMBING_ARGS + engine.get("extra_args", ())

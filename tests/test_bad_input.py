@@ -130,6 +130,34 @@ def test_a_problem_twice_is_refused_unless_a_repetition_field_says_so(tmp_path, 
     assert len(trace_set.traces) == 2
 
 
+@pytest.mark.parametrize("samples", [2, 3])
+def test_repetitions_are_counted_once_each_and_graded_by_sample(tmp_path, traces_dir, math500_path, r1_tokenizer_path,
+                                                                samples) -> None:
+    from transformers import AutoTokenizer
+
+    first = _lines(traces_dir / R7, 4)
+    path = _write(tmp_path / f"r1-distill-qwen-7b.x{samples}.jsonl",
+                  [{**record, "sample_index": sample} for record in first for sample in range(samples)])
+    trace_set = load_trace_set(path, get_model("7b"), _source("7b", r1_tokenizer_path), str(math500_path))
+    result = replay.replay(trace_set, replay.NgramSettings(5, 1, 4), [1024, 4096],
+                           AutoTokenizer.from_pretrained(r1_tokenizer_path), "</think>")
+    # one row per trace and budget (no cross-join of samples), each sample keeping its own grade
+    assert len(result.rows) == 4 * samples * 2 and not result.rows.duplicated(replay.TRACE_KEYS).any()
+    once = replay.replay(load_trace_set(_write(tmp_path / "r1-distill-qwen-7b.x1.jsonl", first), get_model("7b"),
+                                        _source("7b", r1_tokenizer_path), str(math500_path)),
+                         replay.NgramSettings(5, 1, 4), [1024, 4096], AutoTokenizer.from_pretrained(r1_tokenizer_path),
+                         "</think>")
+    for column in ("traces", "reasoning_finished"):
+        assert (result.summary[column] == once.summary[column] * samples).all(), column
+    for column in ("accuracy_strict", "acceptance_rate", "mean_output_tokens"):
+        assert result.summary[column].tolist() == pytest.approx(once.summary[column].tolist()), column
+    # two lines told apart only by a request id are one output twice, not two samples
+    twice = [{**first[0], "request_id": "a"}, {**first[0], "request_id": "b"}]
+    message = _one_line_error(lambda: load_trace_set(_write(tmp_path / "r1-distill-qwen-7b.ids.jsonl", twice),
+                                                     get_model("7b"), _source("7b", r1_tokenizer_path), str(math500_path)))
+    assert "appears again" in message
+
+
 def test_gzip_files_are_read_and_other_files_refused_by_name(tmp_path, traces_dir, math500_path,
                                                              r1_tokenizer_path) -> None:
     plain = traces_dir / R7_20
@@ -214,7 +242,9 @@ def test_check_refuses_missing_trace_sets_and_accepts_paths_with_spaces(tmp_path
     folder.mkdir()
     shutil.copy(traces_dir / R7_20, folder / R7_20)
     for value in (f"7b={folder / R7_20}", f"[7b={folder / R7_20}]"):  # bare and in a YAML list
-        code = pipeline.main(["check", "smoke", "--set", "model=7b", "--set", f"dataset={math500_path}",
+        # load_format dummy: check plans every run too, and offline only a shape's runs can be planned
+        code = pipeline.main(["check", "smoke", "--set", "model=7b", "--set", "load_format=dummy",
+                              "--set", f"dataset={math500_path}",
                               "--set", f"trace_tokenizer={r1_tokenizer_path}", "--set", f"trace_sets={value}"])
         captured = capsys.readouterr()
         assert code == 0, captured.err
@@ -347,3 +377,22 @@ def test_replay_files_are_checked_on_read_and_excluded(outputs_dir, capsys) -> N
     (folder / "replay.json").write_text(json.dumps(meta))
     (folder / "rows.csv").write_text("problem_id,budget_tokens\np,65\n")
     assert "rows.csv: checksum does not match" in replay_sets.replay_problem(folder)
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    (["cudagraph_mode=FULL"], "cudagraph_mode FULL needs a GPU engine"),
+    (["spec_acceptance=0.5,0.4,0.3,0.2,0.1"], "needs a GPU engine"),
+    (["max_model_len=100"], "max_model_len 100 < longest prompt"),
+    (["model=tiny-draft", "load_format=dummy", "tp_sizes=[1, 2]"], "TP=2 cannot split evenly"),
+    (["load_format=dummy", "model=7b", "spec_acceptance=replay", "trace_sets=[own]", "dry_run=true",
+      "model_paths=[]"], None),
+])
+def test_check_plans_every_run_and_refuses_what_a_later_notebook_would(settings, expected, capsys) -> None:
+    """Refused by ``pipeline check`` (and so before 00 starts), not in 01 or 03 hours later."""
+    code = pipeline.main(["check", "smoke", "--set", "dataset=builtin", *[a for s in settings for a in ("--set", s)]])
+    captured = capsys.readouterr()
+    if expected is None:  # a dry run plans a GPU setting anywhere: nothing to refuse
+        assert code == 0, captured.err
+        assert "03_spec: 1 run(s)" in captured.out
+        return
+    assert code == 2 and expected in captured.err and len(captured.err.strip().splitlines()) == 1, captured.err

@@ -157,3 +157,10 @@ def test_budget_forcing_on_the_cpu_engine_with_a_local_random_weight_folder(rand
         set(summary.columns)
     assert summary["mean_forced_tokens"].gt(0).any()
     assert sweep.run_sweep(config, "01_greedy")["outcome"].tolist() == ["skipped (complete)"]
+
+
+def test_a_folder_of_another_shape_is_refused_for_a_key_before_any_engine(tiny_model_path: Path) -> None:
+    config = StudyConfig.create(study="shape", model="1.5b", model_paths=[f"1.5b={tiny_model_path}"],
+                                dataset="builtin", num_problems=2, budgets=[16])
+    with pytest.raises(ConfigError, match=r"is not a 1.5b checkpoint: .*hidden_size 128 \(a 1.5b has 1536\)"):
+        plan_runs(config, "01_greedy")

@@ -27,4 +27,4 @@ def test_sweep_cli_replays_then_plans_a_gpu_study_on_a_dry_run(shared_trace_env:
     assert "1.5b-ngram-spec-synthetic-tp1-" in printed and "dry run: nothing is started." in printed
     # Without dry_run the same study would start a CPU engine that cannot do synthetic acceptance.
     assert sweep.main(args) == 2
-    assert "synthetic acceptance (spec_acceptance) needs a GPU engine" in capsys.readouterr().err
+    assert "synthetic acceptance (spec_acceptance: replay) needs a GPU engine" in capsys.readouterr().err

@@ -84,3 +84,19 @@ def test_ten_thousand_hostile_outputs_never_crash_or_hang() -> None:
     assert statuses <= {"ok", "timeout", "crash", "error"}
     assert slowest.grade_s < 5.0 + 31.0  # the timeout, plus a fresh worker's start on the first item
     assert grades[7].strict_correct  # the non-UTF-8 item still grades its final answer
+
+
+def test_a_script_without_a_main_guard_is_refused_loudly_not_graded_wrong(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    body = ('from tts_utils.grading import GradeItem, Grader\n'
+            'with Grader() as grader:\n'
+            '    print("status:", grader.grade(GradeItem("so \\\\boxed{2}", "2", "</think>")).status)\n')
+    (tmp_path / "unguarded.py").write_text(body)
+    (tmp_path / "guarded.py").write_text("if __name__ == '__main__':\n" + "".join(f"    {line}\n" for line in body.splitlines()))
+    unguarded = subprocess.run([sys.executable, "unguarded.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert unguarded.returncode != 0 and "status:" not in unguarded.stdout
+    assert "GraderStartError" in unguarded.stderr and '`if __name__ == "__main__":`' in unguarded.stderr
+    guarded = subprocess.run([sys.executable, "guarded.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert guarded.returncode == 0 and "status: ok" in guarded.stdout, guarded.stderr[-2000:]

@@ -97,6 +97,8 @@ def test_a_shipped_profile_runs_the_whole_chain_on_the_cpu(profile: str, outputs
     reports = outputs_dir / "reports" / study
     assert all((reports / f"{name}.html").stat().st_size > 30_000 for name in CHAIN)
     landing = (reports / "index.html").read_text()
+    # 04 ran after every run (batched passes are never table rows), and every verdict names its host
+    assert "A run finished after 04_analysis last ran" not in landing and "Timings measured on: CPU only" in landing
     claims = pd.read_csv(outputs_dir / "figures" / study / "claims.csv")
     assert len(claims) == 5 and claims["verdict"].notna().all()
     runs = {path.name.rsplit("-", 1)[0]: path for path in (outputs_dir / "runs" / study).iterdir() if path.is_dir()}

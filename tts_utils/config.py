@@ -60,7 +60,8 @@ class StudyConfig:
     model: str = param("tiny", "model registry key(s), comma-separated: " + ", ".join(MODELS), RUNS)
     budgets: tuple[int, ...] = param(
         (64, 128, 256), "output-token budgets; one pass at the largest derives the others", RUNS)
-    dataset: str = param("auto", "hub (HuggingFaceH4/MATH-500), builtin, a .jsonl/.parquet path, or auto", RUNS)
+    dataset: str = param("auto", "hub or math500 (HuggingFaceH4/MATH-500), gsm8k, aime2024, aime2025, NAME:PATH, "
+                                 "a MATH500 .jsonl/.parquet path, builtin, or auto", RUNS)
     num_problems: int = param(8, "problems drawn from the dataset; 0 means all 500", RUNS)
     seed: int = param(0, "seed of the problem subset, the engine and sampling", RUNS)
     samples_per_problem: int = param(1, "requests per problem (repetitions give the spread of timings)", RUNS)

@@ -82,10 +82,14 @@ def grade_in_process(item: GradeItem, gold_cache: dict | None = None) -> dict:
     }
 
 
+READY = "ready"
+
+
 def _worker(conn: Connection) -> None:
     # math-verify logs the whole offending text on a timeout; a 1 MB output would flood the notebook.
     logging.getLogger("math_verify").setLevel(logging.CRITICAL)
     gold_cache: dict = {}
+    conn.send(READY)
     while True:
         try:
             message = conn.recv()
@@ -103,6 +107,14 @@ def _worker(conn: Connection) -> None:
 def _failed(status: str, seconds: float, text: str, reasoning_end: str) -> Grade:
     return Grade(False, False, final_answer_part(text, reasoning_end) is not None, None, None,
                  status, seconds)
+
+
+# A fresh worker says it is ready within this time (it imports nothing heavy before saying so).
+WORKER_START_TIMEOUT_S = 120.0
+
+
+class GraderStartError(RuntimeError):
+    """The grading worker died before it could grade anything: nothing can be graded here."""
 
 
 class Grader:
@@ -132,8 +144,25 @@ class Grader:
             self._process.start()
             child.close()
             self._conn = parent
+            self._await_ready(parent)
         assert self._conn is not None
         return self._conn
+
+    def _await_ready(self, conn: Connection) -> None:
+        """Wait for a new worker's hello. A worker that dies first never graded anything, so no item
+        may count it as a crash (graded wrong): the cause is the process, not the text."""
+        try:
+            if conn.poll(WORKER_START_TIMEOUT_S) and conn.recv() == READY:
+                return
+        except (EOFError, OSError):
+            pass
+        if self._process is not None:
+            self._process.join(timeout=5)
+        exit_code = self._process.exitcode if self._process is not None else None
+        self._kill_worker()
+        raise GraderStartError(
+            f"the grading worker died before grading anything (exit code {exit_code}); a script that grades must run its code under "
+            "`if __name__ == \"__main__\":`, because the worker is a spawned process that imports the script again")
 
     def _kill_worker(self) -> None:
         if self._process is not None:

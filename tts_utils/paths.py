@@ -15,6 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = REPO_ROOT / "tts_utils"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PARAMS_DIR = REPO_ROOT / "params"
+DOCS_DIR = REPO_ROOT / "docs"
 MODEL_SHAPES_DIR = PACKAGE_DIR / "model_shapes"
 BUILTIN_PROBLEMS_FILE = PACKAGE_DIR / "builtin_problems.jsonl"
 

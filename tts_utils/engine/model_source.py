@@ -84,6 +84,12 @@ def resolve(spec: ModelSpec, load_format: str, local_dirs: Mapping[str, str] | N
     return ModelSource(spec.hf_id, spec.hf_id, spec.hf_id, None)
 
 
+def shape_config(spec: ModelSpec) -> dict | None:
+    """The model's shipped shape (config.json under tts_utils/model_shapes), or None without one."""
+    path = MODEL_SHAPES_DIR / spec.shape / "config.json" if spec.shape else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None
+
+
 def shape_context(spec: ModelSpec) -> int | None:
     """The model's context from its shipped shape (``max_position_embeddings``), without the hub."""
     return _context_of(MODEL_SHAPES_DIR / spec.shape / "config.json") if spec.shape else None

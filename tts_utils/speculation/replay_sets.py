@@ -70,7 +70,7 @@ def run_replays(config) -> pd.DataFrame:
                 raise
             print(f"!! real traces of {key} skipped: {error}")
             continue
-        for note in trace_set.notes:
+        for note in filter(None, (*trace_set.notes, trace_set.prompt_note)):
             print(f"!! {trace_set.name}: {note}")
         # This study's own runs are cut at its budgets; real traces at trace_budgets.
         budgets = sorted(set(config.budgets if entry.own else config.trace_budgets))

@@ -6,12 +6,13 @@ whether the output ended by itself (end-of-sequence) or at a length cap, and the
 is read from any of:
 
 * a JSON Lines file (``.jsonl``, or gzip-compressed ``.jsonl.gz``) with the output as text
-  (``output`` or ``full_response``) or as token ids (``output_ids``), the problem (``problem``;
-  ``unique_id`` when present, else matched to the dataset by its text) and the gold answer
-  (``answer`` or ``ground_truth``); optional ``model`` or ``model_name``, ``temperature``,
-  ``finish_reason``, ``prompt_ids``, a recorded token count (``output_tokens`` or
-  ``total_generated_tokens``) and a repetition index (``sample_index``, ``repetition`` or
-  ``sample``) when a problem appears more than once;
+  (``output``, ``full_response``, ``response`` or ``completion``) or as token ids (``output_ids``)
+  and the problem (``unique_id`` when present, else ``problem``, ``question`` or ``prompt``
+  matched to the dataset by its text); optional its own gold answer (``answer`` or
+  ``ground_truth``), ``model`` or ``model_name``, ``temperature``, ``finish_reason``,
+  ``prompt_ids``, recorded token counts (``output_tokens`` or ``total_generated_tokens``;
+  ``prefill_tokens``) and a repetition index (``sample_index``, ``repetition`` or ``sample``)
+  when a problem appears more than once;
 * one of the kit's own run folders (``requests.jsonl`` holds the generated token ids), so a real
   greedy run can be replayed.
 
@@ -33,6 +34,17 @@ Checked (each failure a one-line ``ConfigError`` naming the file and line):
   evidence at all is accepted with a loud note (the tokens of 1.5B and 7B traces of one family
   cannot tell them apart).
 
+Reported, not refused:
+
+* the gold answer graded against is the dataset's, read by its registry entry's rule
+  (``TraceSet.gold_source`` says which); a trace's own gold is read by the same rule and, where
+  it differs, the set's ``notes`` say in how many traces (GSM8K outputs often carry the whole
+  worked solution as ``answer``);
+* ``prefill_tokens`` against the kit's prompt re-tokenized (``TraceSet.prompt_note``): a
+  difference means the replay's prompt is not the one the model saw (the n-gram look-up reads it).
+
+Token counts follow the engine (``EOS_CONVENTION``).
+
 Used by replay.py (03_spec, the replay CLI) and preflight.py.
 """
 
@@ -49,17 +61,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tts_utils.config import ConfigError
-from tts_utils.data import Problem, load_problems, resolve_source
+from tts_utils.data import Problem, load_problems, parse_dataset, resolve_source
 from tts_utils.engine.model_source import ModelSource, load_tokenizer, shape_context
 from tts_utils.models import ModelSpec
 from tts_utils.progress import progress
 from tts_utils.store import CorruptResultError, read_json, read_records
 
-TEXT_FIELDS = ("output", "full_response")
+PROBLEM_FIELDS = ("problem", "question", "prompt")
+TEXT_FIELDS = ("output", "full_response", "response", "completion")
 GOLD_FIELDS = ("answer", "ground_truth")
 MODEL_FIELDS = ("model", "model_name")
 COUNT_FIELDS = ("output_tokens", "total_generated_tokens")
 REPETITION_FIELDS = ("sample_index", "repetition", "sample")
+EOS_CONVENTION = ("output tokens count the end-of-sequence token of a trace that ended by itself, as the engine "
+                  "does (a trace cut at a length cap has none)")
 # Recorded vs re-tokenized output length: the shipped traces are off by 1..6 tokens in 3 of 100
 # (../shared/data/traces/README.md); a wrong tokenizer is off by hundreds in every trace.
 TOKEN_TOLERANCE = 8
@@ -109,7 +124,10 @@ class TraceSet:
     sampling: dict
     traces: _Traces = field(compare=False, repr=False)
     fingerprint: str = field(default="")
-    notes: tuple[str, ...] = ()  # token-count exceptions within tolerance, missing model evidence
+    # token-count exceptions within tolerance, missing model evidence, own gold answers that differ
+    notes: tuple[str, ...] = ()
+    gold_source: str = ""  # the dataset graded against, and its rule for the gold answer
+    prompt_note: str = ""  # how the kit's prompt differs from prefill_tokens recorded; empty: it does not
 
     @property
     def name(self) -> str:
@@ -176,6 +194,7 @@ class _Reader:
         self.eos_id = self.tokenizer.eos_token_id
         self.context = source.max_context or shape_context(model)
         self.dataset = dataset
+        self.spec = parse_dataset(dataset)[0]
         self._index: tuple[dict, dict] | None = None
 
     def index(self) -> tuple[dict[str, Problem], dict[str, Problem]]:
@@ -202,14 +221,13 @@ class _Reader:
 def _trace_from_record(reader: _Reader, record: dict, where: str) -> tuple[Trace, int | None]:
     """One trace, and how far its recorded token count is off the re-tokenized output (None: no count)."""
     by_id, by_text = reader.index()
-    problem_text = record.get("problem")
+    problem_text = _first(record, PROBLEM_FIELDS)
     unique_id = record.get("unique_id")
     if not problem_text and not unique_id:
-        raise ConfigError(f"{where}: missing field 'problem' (or 'unique_id')")
+        raise ConfigError(f"{where}: missing field 'problem' (or 'question', 'prompt' or 'unique_id')")
     problem = by_id.get(unique_id) if unique_id else by_text.get(" ".join(str(problem_text).split()))
     if problem is None:
         raise ConfigError(f"{where}: problem {unique_id or str(problem_text)[:40]!r} is not in {reader.dataset_label()}")
-    gold = _first(record, GOLD_FIELDS) or problem.answer
     if "prompt_ids" in record:
         prompt = _check_ids(record["prompt_ids"], reader.vocab_size, where, "prompt_ids")
     else:
@@ -222,14 +240,15 @@ def _trace_from_record(reader: _Reader, record: dict, where: str) -> tuple[Trace
     else:
         text = _first(record, TEXT_FIELDS)
         if text is None:
-            raise ConfigError(f"{where}: missing field 'output' (or 'full_response' or 'output_ids')")
+            raise ConfigError(f"{where}: missing field 'output' (or 'full_response', 'response', 'completion' "
+                              "or 'output_ids')")
         output = tuple(reader.encode(str(text)))
         ended = record.get("finish_reason", "stop") != "length" and _ended_by_count(record, recorded, len(output))
         offset = None if recorded is None else _count_offset(record, recorded, len(output))
         if ended and reader.eos_id is not None:
             output += (reader.eos_id,)  # the engine counts and emits the end-of-sequence token
     reader.check_context(prompt, output, where)
-    return Trace(problem.unique_id, prompt, output, ended, str(gold), _sample_index(record, where)), offset
+    return Trace(problem.unique_id, prompt, output, ended, problem.answer, _sample_index(record, where)), offset
 
 
 def _sample_index(record: dict, where: str) -> int:
@@ -243,14 +262,40 @@ def _sample_index(record: dict, where: str) -> int:
         raise ConfigError(f"{where}: {'/'.join(REPETITION_FIELDS)} must be an integer, got {value!r}") from None
 
 
-def _recorded_count(record: dict, where: str) -> int | None:
-    value = _first(record, COUNT_FIELDS)
+def _recorded_count(record: dict, where: str, names: tuple[str, ...] = COUNT_FIELDS) -> int | None:
+    value = _first(record, names)
     if value is None:
         return None
     try:
         return int(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: recorded token count {value!r} is not an integer") from None
+
+
+def _own_gold_differs(reader: _Reader, record: dict, trace: Trace) -> bool:
+    """The trace carries its own gold answer, and it is not the dataset's once read by the same rule."""
+    own = _first(record, GOLD_FIELDS)
+    return own is not None and reader.spec.gold(own).strip() != trace.gold.strip()
+
+
+def _gold_source(dataset: str) -> str:
+    """The gold answers a set is graded against: its dataset, and how a record gives the gold."""
+    source = resolve_source(dataset)
+    return f"dataset {source} ({parse_dataset(source)[0].gold_rule})"
+
+
+def _prompt_note(offsets: list[int], total: int) -> str:
+    """What ``prefill_tokens`` recorded minus the kit's prompt tokens says about the replay's prompt."""
+    if not offsets:
+        return ""
+    low, high = min(offsets), max(offsets)
+    if low > 0 or high < 0:
+        least, most = sorted((abs(low), abs(high)))
+        how = f"{least if least == most else f'{least}..{most}'} tokens {'shorter' if low > 0 else 'longer'} than"
+    else:
+        how = f"{low:+d}..{high:+d} tokens off"
+    return (f"in {len(offsets)} of {total} traces the kit's prompt re-tokenizes {how} the prefill_tokens recorded: "
+            "the replay's prompt is not the one the model saw")
 
 
 def _count_offset(record: dict, recorded: int, text_tokens: int) -> int:
@@ -392,9 +437,10 @@ def load_trace_set(path: str | Path, model: ModelSpec, source: ModelSource, data
         raise ConfigError(f"trace set {path}: expected a .jsonl or .jsonl.gz file, or one of the kit's run folders")
     named = None if path.is_dir() else name_evidence(path, model)
     reader = _Reader(model, source, dataset)
-    declared, temperature, count = None, None, 0
+    declared, temperature, count, gold_differs = None, None, 0, 0
     seen: dict[tuple, str] = {}
     offsets: list[tuple[str, str, int]] = []
+    prefill_offsets: list[int] = []
     digest = hashlib.sha256()
     with _progress_for(path) as advance:
         for where, record, trace, offset in _iterate(reader, path):
@@ -410,19 +456,28 @@ def load_trace_set(path: str | Path, model: ModelSpec, source: ModelSource, data
             seen[key] = where
             if offset:
                 offsets.append((where, trace.problem_id, offset))
+            prefill = _recorded_count(record, where, ("prefill_tokens",))
+            if prefill is not None and prefill != len(trace.prompt_ids):
+                prefill_offsets.append(prefill - len(trace.prompt_ids))
+            gold_differs += _own_gold_differs(reader, record, trace)
             digest.update(json.dumps([trace.problem_id, trace.prompt_ids, trace.output_ids]).encode())
             count += 1
             advance()
     if not count:
         raise ConfigError(f"trace set {path} holds no traces")
     notes = _check_counts(path, reader, offsets, count)
+    dataset = reader.dataset
     if path.is_dir():
-
-        declared = read_json(path / "run.json")["identity"].get("model")
-        temperature = read_json(path / "run.json")["identity"]["sampling"]["temperature"]
+        identity = read_json(path / "run.json")["identity"]
+        declared, temperature = identity.get("model"), identity["sampling"]["temperature"]
+        dataset = identity["problem_source"]
     elif not declared and named is None:
         notes.append(f"no model field and no size in the file name: taken as {model.key} on your word (the tokens of "
                       "1.5B and 7B traces of one family cannot tell them apart)")
+    gold_source = _gold_source(dataset)
+    if gold_differs:
+        notes.append(f"{gold_differs} of {count} traces carry their own gold ({' or '.join(GOLD_FIELDS)}) that "
+                     f"differs from the dataset's read by the same rule; graded against {gold_source}")
     return TraceSet(str(path), model.key, {"temperature": temperature, "declared_model": declared},
                     _Traces(lambda: (trace for _, _, trace, _ in _iterate(reader, path)), count),
-                    digest.hexdigest()[:16], tuple(notes))
+                    digest.hexdigest()[:16], tuple(notes), gold_source, _prompt_note(prefill_offsets, count))

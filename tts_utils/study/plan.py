@@ -15,7 +15,14 @@ from pathlib import Path
 from tts_utils.banners import RANDOM_WEIGHTS, REAL_WEIGHTS
 from tts_utils.config import ConfigError, StudyConfig
 from tts_utils.data import ProblemSet, load_problems
-from tts_utils.engine.model_source import ModelSource, eagle3_head, load_model_config, load_tokenizer, resolve
+from tts_utils.engine.model_source import (
+    ModelSource,
+    eagle3_head,
+    load_model_config,
+    load_tokenizer,
+    resolve,
+    shape_config,
+)
 from tts_utils.engine.runner import (
     RequestSpec,
     SamplingConfig,
@@ -199,6 +206,8 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
             method = spec_method_label(config.spec_method, rates is not None)
         tokenizer = load_tokenizer(source)
         model_config = load_model_config(source)
+        if key in config.local_model_dirs and config.load_format != "dummy":
+            check_local_shape(key, model, model_config, config.local_model_dirs[key])
         if speculative is not None and speculative.method == "draft_model":
             speculative = with_vocabulary_check(speculative, config, key, model_config)
         prompt_ids = tuple(tuple(tokenizer(model.prompt(p.problem), add_special_tokens=False)["input_ids"])
@@ -209,8 +218,11 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
             needed += FORCING_CUE_TOKENS + config.force_answer_tokens
         max_model_len = config.max_model_len or needed
         if max_model_len < needed:
+            forcing = (f" + forcing cue and answer ({FORCING_CUE_TOKENS + config.force_answer_tokens})"
+                       if config.budget_mode == "force" else "")
             raise ConfigError(f"max_model_len {max_model_len} < longest prompt ({longest_prompt} tokens) "
-                              f"+ largest budget ({config.max_budget}) for model {key}")
+                              f"+ largest budget ({config.max_budget}){forcing} + margin ({CONTEXT_MARGIN_TOKENS}) "
+                              f"= {needed} for model {key}")
         if source.max_context is not None and max_model_len > source.max_context:
             raise ConfigError(f"prompt + largest budget need {max_model_len} tokens but {key} has a "
                               f"{source.max_context}-token context")
@@ -252,6 +264,23 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
                 force_answer_tokens=config.force_answer_tokens if config.budget_mode == "force" else 0,
             ))
     return plans, skipped
+
+
+# What makes a local folder the architecture its registry key names (its shipped shape).
+SHAPE_FIELDS = ("architectures", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                "intermediate_size", "vocab_size")
+
+
+def check_local_shape(key: str, model: ModelSpec, local: dict, folder: str) -> None:
+    """A ``model_paths`` folder must hold the architecture its key names: a tiny or another model's
+    folder given as ``1.5b`` would otherwise run, and be reported, as 1.5B."""
+    shipped = shape_config(model)
+    if shipped is None:
+        return
+    differ = [f"{name} {local.get(name)!r} (a {key} has {shipped[name]!r})" for name in SHAPE_FIELDS
+              if name in shipped and local.get(name) != shipped[name]]
+    if differ:
+        raise ConfigError(f"model_paths: {folder} is not a {key} checkpoint: {'; '.join(differ)}")
 
 
 def engine_args(config: StudyConfig, model: ModelSpec) -> tuple[str, ...]:

@@ -97,5 +97,5 @@ def check_inputs(config: StudyConfig, deep: bool = True) -> list[str]:
         if deep:
 
             trace_set = load_trace_set(entry.path, model, source, entry.dataset or config.dataset)
-            notes += [f"{trace_set.name}: {note}" for note in trace_set.notes]
+            notes += [f"{trace_set.name}: {note}" for note in filter(None, (*trace_set.notes, trace_set.prompt_note))]
     return notes
