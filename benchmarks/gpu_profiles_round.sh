@@ -22,7 +22,10 @@ case "$PROFILE" in
   paper) SETS+=(--set model=1.5b --set num_problems=16 --set latency_problems=4 --set batch_concurrency=16 --set "budgets=[1024, 2048]") ;;
   *) echo "unknown profile $PROFILE"; exit 2 ;;
 esac
-python3 -m tts_utils.pipeline reproduce --profile "$PROFILE" "${SETS[@]}"
+# SIGINT before the call's limit (BUDGET_S, default 540 s), so that the kit records an interrupted
+# run, stops its engine, and the archive below still comes back.
+timeout -s INT -k 15 $(( ${BUDGET_S:-540} - ($(date +%s) - START) - 20 )) \
+  python3 -m tts_utils.pipeline reproduce --profile "$PROFILE" "${SETS[@]}"
 echo "== $PROFILE chain -> $? ($(( $(date +%s) - START ))s)"
 mkdir -p "$OUT"
 tar czf "$OUT/$PROFILE.tar.gz" -C outputs "reports/$PROFILE" "figures/$PROFILE" "runs/$PROFILE"

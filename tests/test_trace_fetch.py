@@ -43,8 +43,41 @@ def clean_env(tmp_path, monkeypatch):
 
 
 def test_pinned_hashes_match_the_shared_copies(traces_dir):
-    for trace in PUBLIC_TRACES.values():
+    # ../shared holds the MATH500 sets; the GSM8K sets were copied page by page the same way (not shared)
+    shared = [trace for trace in PUBLIC_TRACES.values() if (traces_dir / trace.file).exists()]
+    assert {trace.file for trace in shared} >= {trace.file for trace in PUBLIC_TRACES.values() if "math500" in trace.file}
+    for trace in shared:
         assert sha256_of(traces_dir / trace.file) == trace.sha256, trace.file
+
+
+def test_a_public_gsm8k_set_replays_on_its_own_problems(server, clean_env, monkeypatch, outputs_dir,
+                                                        r1_tokenizer_path) -> None:
+    """A pinned set whose lines carry GSM8K's fields (question, a worked answer ending in #### N)
+    replays and grades against those problems, whatever the study's dataset, with no renaming."""
+    import dataclasses
+    import hashlib
+    import json
+
+    from tts_utils.config import StudyConfig
+    from tts_utils.speculation import trace_fetch
+    from tts_utils.speculation.replay_sets import run_replays
+
+    lines = [{"idx": i, "question": f"Ann has {i + 2} apples and buys {i + 1} more. How many apples now?",
+              "answer": f"She has {i + 2} + {i + 1} = {2 * i + 3}.\n#### {2 * i + 3}",
+              "output": f"{i + 2} plus {i + 1} is {2 * i + 3}.\n</think>\n\nThe answer is $\\boxed{{{2 * i + 3}}}$.",
+              "finish_reason": "stop"} for i in range(3)]
+    data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    name = "r1-distill-qwen-1.5b.gsm8k-first100"
+    pinned = dataclasses.replace(PUBLIC_TRACES[name], sha256=hashlib.sha256(data).hexdigest())
+    monkeypatch.setitem(trace_fetch.PUBLIC_TRACES, name, pinned)
+    root, url = server
+    (root / pinned.repo / pinned.commit / pinned.path).parent.mkdir(parents=True)
+    (root / pinned.repo / pinned.commit / pinned.path).write_bytes(data)
+    monkeypatch.setenv("TTS_TRACES_URL", url)
+    config = StudyConfig.create(study="gsm8k", dataset="builtin", trace_budgets=[8, 64], trace_tokenizer=str(r1_tokenizer_path),
+                                trace_sets=[f"1.5b=public:{name}"])
+    summary = run_replays(config).set_index("budget_tokens")
+    assert (summary["traces"] == 3).all() and summary.loc[64, "accuracy_strict"] == 1.0
 
 
 def test_fetch_from_a_server_then_from_the_cache(server, traces_dir, clean_env, tmp_path, monkeypatch):

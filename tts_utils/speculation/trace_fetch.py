@@ -54,9 +54,10 @@ class PublicTrace:
     path: str
     sha256: str
     licence: str
-    # Each line holds MATH500's own fields (problem, answer, unique_id, ...): the file is its own
-    # problem set, so it replays without a copy of MATH500 (offline, the embedded default).
-    carries_problems: bool = False
+    # The dataset (tts_utils/datasets.py) whose own fields each line holds (MATH500's problem, answer,
+    # unique_id; GSM8K's question and answer): the file is its own problem set, so it replays without
+    # a copy of the dataset (offline, the embedded default). Empty: the study's dataset.
+    problems: str = ""
 
     def url(self, base: str | None = None) -> str:
         return f"{(base or os.environ.get(TRACES_URL_ENV) or RAW_GITHUB).rstrip('/')}/{self.repo}/{self.commit}/{self.path}"
@@ -67,11 +68,21 @@ PUBLIC_TRACES = {
     "r1-distill-qwen-1.5b.math500-first100": PublicTrace(
         "r1-distill-qwen-1.5b.math500-first100.t0.6.jsonl", "1.5b", *_RKV,
         "results/validation-2026-07-08-h100/flashinfer_sweep/records/acc_1p5b_math_fullkv.jsonl",
-        "86f35abd75e973e2f5a244c7415ad08a5c2e771a223d5c4be3b31fa55296ed9b", "Apache-2.0", carries_problems=True),
+        "86f35abd75e973e2f5a244c7415ad08a5c2e771a223d5c4be3b31fa55296ed9b", "Apache-2.0", problems="math500"),
     "r1-distill-qwen-7b.math500-first100": PublicTrace(
         "r1-distill-qwen-7b.math500-first100.t0.6.jsonl", "7b", *_RKV,
         "results/validation-2026-07-08-h100/flashinfer_sweep/records/acc_7b_math_fullkv.jsonl",
-        "cf00f6b34bb29836c0d80d636bf7cfc84e603bfc735893f621e3d42af47978d3", "Apache-2.0", carries_problems=True),
+        "cf00f6b34bb29836c0d80d636bf7cfc84e603bfc735893f621e3d42af47978d3", "Apache-2.0", problems="math500"),
+    # The first 100 GSM8K test problems, same run (H100, seed 42, temperature 0.6, top_p 0.95, 8K cap,
+    # no KV compression); copied page by page from the pinned commit, 223,108 and 232,972 bytes.
+    "r1-distill-qwen-1.5b.gsm8k-first100": PublicTrace(
+        "r1-distill-qwen-1.5b.gsm8k-first100.t0.6.jsonl", "1.5b", *_RKV,
+        "results/validation-2026-07-08-h100/flashinfer_sweep/records/acc_1p5b_gsm8k_fullkv.jsonl",
+        "84d869dd9b6259b3dba60518e75c246c9162e23e763d4a07f707e98c72ed86e9", "Apache-2.0", problems="gsm8k"),
+    "r1-distill-qwen-7b.gsm8k-first100": PublicTrace(
+        "r1-distill-qwen-7b.gsm8k-first100.t0.6.jsonl", "7b", *_RKV,
+        "results/validation-2026-07-08-h100/flashinfer_sweep/records/acc_7b_gsm8k_fullkv.jsonl",
+        "5053c28dbc383715cccfaae59e42f9b9318f82608495dd2ee39ce2a10a19d4f2", "Apache-2.0", problems="gsm8k"),
     "r1-distill-qwen-7b.math500-first20": PublicTrace(
         "r1-distill-qwen-7b.math500-first20.t0.6.jsonl", "7b", "markyx316/LLM-Reasoning-Trace-Topology",
         "f841ba72f3948260a84db0d7fd37ca0722f301ad", "data/traces/pilot_math500_qwen7b.jsonl",
@@ -160,11 +171,13 @@ def resolve_entry(path: str) -> str | None:
     return path
 
 
-def carries_problems(path: str) -> bool:
-    """Whether a ``trace_sets`` path names a public set whose lines carry their problems (its file,
-    pinned by sha256, is then the replay's problem set instead of ``dataset``)."""
+def own_problems(path: str, resolved: str) -> str:
+    """The ``dataset`` that replays a ``trace_sets`` path: ``NAME:FILE`` when it names a public set whose
+    lines carry their problems (its file, pinned by sha256, is then the replay's problem set), else ""
+    (the study's dataset)."""
     prefix = next((p for p in (OPTIONAL, PUBLIC) if path.startswith(p)), None)
-    return prefix is not None and lookup(path[len(prefix):]).carries_problems
+    problems = lookup(path[len(prefix):]).problems if prefix is not None else ""
+    return f"{problems}:{resolved}" if problems else ""
 
 
 def _cached_tokenizer(hf_id: str) -> str | None:

@@ -15,7 +15,7 @@ from tts_utils.paths import study_dir
 from tts_utils.speculation.trace_fetch import (
     OPTIONAL,
     TRACE_TOKENIZER_ENV,
-    carries_problems,
+    own_problems,
     resolve_entry,
     trace_tokenizer_for,
 )
@@ -84,7 +84,7 @@ def trace_entries(config, with_own: bool = True) -> list[TraceEntry]:
         resolved = resolve_entry(path)
         if resolved is not None:
             entries.append(TraceEntry(key, resolved, path.startswith(OPTIONAL),
-                                      dataset=resolved if carries_problems(path) else ""))
+                                      dataset=own_problems(path, resolved)))
     return entries
 
 
