@@ -34,6 +34,7 @@ from tts_utils.engine import vllm_compat
 from tts_utils.paths import NOTEBOOKS_DIR, REPO_ROOT, profile_path, reports_dir, study_dir
 from tts_utils.progress import strip_ansi
 from tts_utils.report.landing import write_landing_page
+from tts_utils.speculation.trace_fetch import TRACE_TOKENIZER_ENV, TRACES_DIR_ENV
 from tts_utils.store import atomic_write_json, read_json
 from tts_utils.study.preflight import check_inputs, plan_every_run
 
@@ -271,9 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["reproduce", "run", "check"])
     parser.add_argument("target", nargs="?", help="notebook name for 'run', profile for 'check'")
     args = parser.parse_args(argv)
-    # Kernels run in notebooks/: a relative TTS_OUTPUTS_DIR or TTS_CACHE_DIR means the caller's folder.
-    for name in ("TTS_OUTPUTS_DIR", "TTS_CACHE_DIR"):
-        if os.environ.get(name):
+    # Kernels run in notebooks/: a relative folder in these variables means the caller's folder.
+    for name in ("TTS_OUTPUTS_DIR", "TTS_CACHE_DIR", TRACES_DIR_ENV, TRACE_TOKENIZER_ENV):
+        if os.environ.get(name) and (name.endswith("_DIR") or Path(os.environ[name]).exists()):
             os.environ[name] = str(Path(os.environ[name]).resolve())
     try:
         if args.command == "check":
