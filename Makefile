@@ -23,6 +23,7 @@ setup: $(VENV)/.installed  ## create .venv with the kit and the engine (vllm on 
 $(VENV)/.installed: pyproject.toml
 ifeq ($(ENGINE),existing)
 	@# Nothing of PYTHON's is installed, upgraded or replaced; the kit and only its missing packages go in VENV.
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: PYTHON=$(PYTHON) is not a Python on this machine; name the one that has vLLM and torch" >&2; exit 2; }
 	$(PYTHON) -m tts_utils.engine.existing_env --venv $(VENV)
 else
 	$(PYTHON) -m venv $(VENV)

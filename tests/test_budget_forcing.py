@@ -51,7 +51,7 @@ def test_the_writer_saves_the_shipped_shape_with_random_safetensors(random_tiny_
 
 
 def test_the_writer_refuses_bad_input(random_tiny_draft: Path, tmp_path: Path, r1_tokenizer_path: Path) -> None:
-    with pytest.raises(ConfigError, match="exists and is not empty"):
+    with pytest.raises(ConfigError, match="exists and is not an empty folder"):
         write_random_weights("tiny-draft", random_tiny_draft, random_tiny_draft)
     with pytest.raises(ConfigError, match="tokens exceed the shape's vocabulary of 512 rows"):
         write_random_weights("tiny-draft", r1_tokenizer_path, tmp_path / "out")
@@ -164,3 +164,26 @@ def test_a_folder_of_another_shape_is_refused_for_a_key_before_any_engine(tiny_m
                                 dataset="builtin", num_problems=2, budgets=[16])
     with pytest.raises(ConfigError, match=r"is not a 1.5b checkpoint: .*hidden_size 128 \(a 1.5b has 1536\)"):
         plan_runs(config, "01_greedy")
+
+
+def test_random_weights_cli_answers_bad_paths_and_files_in_one_line(random_tiny_draft: Path, tmp_path: Path,
+                                                                    capsys) -> None:
+    from tts_utils.engine.random_weights import main
+
+    bad_json = tmp_path / "bad-json"
+    bad_json.mkdir()
+    (bad_json / "config.json").write_text("{not json")
+    no_vocab = tmp_path / "no-vocab"
+    no_vocab.mkdir()
+    (no_vocab / "config.json").write_text('{"architectures": ["Qwen2ForCausalLM"]}')
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for arguments, expected in (
+            (["--shape", str(bad_json)], "not a readable JSON file"),
+            (["--shape", str(no_vocab)], "names no vocab_size or architectures"),
+            (["--shape", "tiny-draft", "--out", str(a_file)], "exists and is not an empty folder"),
+            (["--shape", "tiny-draft", "--out", "/proc/no-such/out"], "cannot write there")):
+        full = ["--tokenizer", str(random_tiny_draft), "--out", str(tmp_path / "out"), *arguments]
+        assert main(full) == 2, arguments
+        error = capsys.readouterr().err
+        assert expected in error and len(error.strip().splitlines()) == 1, error

@@ -47,16 +47,37 @@ def write_random_weights(shape: str, tokenizer: Path, out: Path, seed: int = 0) 
     """Write config, tokenizer and random safetensors weights into ``out`` (built beside it, then
     renamed, so an interrupted write leaves no half model). Returns ``out``."""
     source = shape_folder(shape)
-    config = json.loads((source / "config.json").read_text())
+    config = _json_file(source / "config.json", "--shape")
+    if not isinstance(config.get("vocab_size"), int) or not config.get("architectures"):
+        raise ConfigError(f"--shape {source / 'config.json'} names no vocab_size or architectures: not a model config")
     missing = [name for name in TOKENIZER_FILES if not (tokenizer / name).is_file()]
     if missing:
         raise ConfigError(f"--tokenizer {tokenizer} lacks {', '.join(missing)}")
-    vocabulary = json.loads((tokenizer / "tokenizer.json").read_text()).get("model", {}).get("vocab", {})
+    vocabulary = _json_file(tokenizer / "tokenizer.json", "--tokenizer").get("model", {}).get("vocab", {})
     if len(vocabulary) > config["vocab_size"]:
         raise ConfigError(f"the tokenizer's {len(vocabulary)} tokens exceed the shape's vocabulary of "
                           f"{config['vocab_size']} rows")
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"--out {out} exists and is not empty")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out} exists and is not an empty folder")
+    try:
+        return _write(source, config, tokenizer, out, shape, seed)
+    except OSError as error:
+        raise ConfigError(f"--out {out}: cannot write there ({error.strerror or error})") from None
+
+
+def _json_file(path: Path, flag: str) -> dict:
+    """A JSON object from ``path``, or a one-line ConfigError naming the flag that gave it."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{flag} {path}: not a readable JSON file ({error})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{flag} {path}: expected a JSON object")
+    return value
+
+
+def _write(source: Path, config: dict, tokenizer: Path, out: Path, shape: str, seed: int) -> Path:
+    """The folder itself: staged beside ``out``, renamed at the end."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
