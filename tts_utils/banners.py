@@ -14,7 +14,7 @@ PLUMBING_WARNING = (
 )
 SYSTEM_ONLY_WARNING = (
     "SYSTEM-ONLY MODE: real architectures with random weights (load_format: dummy). Latency and cost "
-    "are those of the architecture on this hardware; accuracy is not computed."
+    "are those of the architecture on this hardware; the runs' own accuracy is not computed."
 )
 RANDOM_WEIGHTS_WARNING = (
     "RANDOM WEIGHTS: {models} loaded from a folder written by tts_utils random_weights. The engine path is the "

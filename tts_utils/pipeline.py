@@ -300,9 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         # Inputs that 03 would meet hours later (trace sets, their tokenizer, the dataset) are
         # checked now, and every run of 01-03 is planned, so that what they would refuse is refused
         # before 00 starts.
-        for note in check_inputs(config):
-            print(f"!! {note}")
-        if any(name != "04_analysis" for name in names):
+        if any(name != "04_analysis" for name in names):  # 04 reads files only: it needs none of them
+            for note in check_inputs(config):
+                print(f"!! {note}")
             plan_every_run(config)
     except ConfigError as error:
         return fail(error)

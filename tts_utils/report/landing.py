@@ -110,7 +110,9 @@ def _banners(runs: list[RunInfo], notebooks: list[dict], claims_stale: bool, cha
                        f"real model outputs ({esc(', '.join(real_traces))}), from 03_spec's replays. Timings are "
                        "this study's runs; rows marked modelled join the two.</div>")
     if any(run.identity.get("system_only") for run in runs):
-        banners.append(f'<div class="banner">{esc(SYSTEM_ONLY_WARNING)}</div>')
+        # With real traces the page does show accuracy: theirs, never the random-weight runs'.
+        where = (" Accuracy on this page is the real traces' only." if real_traces else "")
+        banners.append(f'<div class="banner">{esc(SYSTEM_ONLY_WARNING)}{esc(where)}</div>')
     random = by_model_size({run.identity.get("model", "?") for run in runs if run.identity.get("random_weights")})
     if random:
         banners.append(f'<div class="banner">{esc(RANDOM_WEIGHTS_WARNING.format(models=", ".join(random)))}</div>')
