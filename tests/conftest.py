@@ -73,9 +73,9 @@ def tiny_tokenizer(tiny_model_path: Path):
 
 def _server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory, **engine):
     from tts_utils.engine.server import EngineConfig, VLLMServer
-    from tts_utils.study.plan import CPU_PLUMBING_ARGS
 
-    engine["extra_args"] = CPU_PLUMBING_ARGS + engine.get("extra_args", ())
+    # Compiled, not eager (unlike the kit's own tiny runs): under a loaded suite an eager worker of
+    # this server once died of SIGILL on a 2-token prompt; these servers start once per session.
     config = EngineConfig(str(tiny_model_path), "tiny", max_model_len=2048, cpu_kv_cache_gib=1, **engine)
     with VLLMServer(config, tmp_path_factory.mktemp("engine") / "engine.log") as server:
         yield server

@@ -66,7 +66,9 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
                "--num-cpus=2", "--num-gpus=2", "--include-dashboard=false", "--disable-usage-stats",
                f"--object-store-memory={256 * 2**20}"]
     # Token authentication off for this throw-away cluster: a driver needs the token otherwise.
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    # A loaded 2-core machine (the chain matrix beside it) registers the node slowly: Ray's default
+    # wait then gives up ("GCS cannot find the node").
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_raylet_start_wait_time_s": "120"}
     with open(log, "wb") as out:
         head = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:

@@ -280,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="auto", help=f"problems and gold answers: {', '.join(DATASETS)} (the "
                         "hub), a .jsonl/.parquet file of MATH500's fields, NAME:PATH, builtin or auto (MATH500)")
     parser.add_argument("--no-grade", action="store_true", help="speculation figures only")
+    parser.add_argument("--grade-timeout-s", type=float, default=10.0,
+                        help="per-output grading limit; a slower output counts as ungradable (a loaded machine may need more)")
     parser.add_argument("--json", default=None, help="also write the table as JSON here")
     args = parser.parse_args(argv)
     return run(lambda: _replay_command(args))
@@ -303,12 +305,15 @@ def _replay_command(args) -> None:
         source = ModelSource(source.engine_path, args.tokenizer, source.identity, source.max_context)
     settings = NgramSettings(args.spec_tokens, args.lookup_min, args.lookup_max)
     settings.check()
+    if not args.grade_timeout_s > 0:
+        raise ConfigError(f"--grade-timeout-s must be positive, got {args.grade_timeout_s}")
     trace_set = load_trace_set(args.trace_file, model, source, args.dataset)
     for note in (*trace_set.notes, trace_set.prompt_note):
         if note:
             print(f"!! {trace_set.name}: {note}", file=sys.stderr)
     tokenizer = None if args.no_grade else load_tokenizer(source)
-    result = replay(trace_set, settings, budgets, tokenizer, model.reasoning_end, on_steps=lambda *_: None)
+    result = replay(trace_set, settings, budgets, tokenizer, model.reasoning_end, args.grade_timeout_s,
+                    on_steps=lambda *_: None)
     columns = [c for c in ("budget_tokens", "accuracy_strict", "accuracy_lenient", "reasoning_finished",
                            "mean_output_tokens", "tokens_per_step", "acceptance_rate", "mean_acceptance_length",
                            "no_draft_step_fraction") if c in result.summary]

@@ -55,7 +55,6 @@ CONTEXT_MARGIN_TOKENS = 16
 # Room for budget forcing's end-of-thinking marker and answer cue (under 20 tokens for every model).
 FORCING_CUE_TOKENS = 32
 WARMUP_TOKENS = 16
-CPU_PLUMBING_ARGS = ("--enforce-eager",)
 
 @dataclass(frozen=True, kw_only=True)
 class RunPlan:
@@ -243,7 +242,7 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
                 load_format=config.load_format, seed=config.seed,
                 trust_remote_code=config.trust_remote_code,
                 gpu_memory_utilization=config.gpu_memory_utilization,
-                cpu_kv_cache_gib=config.cpu_kv_cache_gib, extra_args=engine_args(config, model),
+                cpu_kv_cache_gib=config.cpu_kv_cache_gib, extra_args=config.extra_engine_args,
                 cudagraph_mode=config.cudagraph_mode,
                 # vLLM's batch-invariant kernels are Triton (GPU); the CPU build crashes on its first
                 # request with them, so there the live check alone decides.
@@ -281,15 +280,6 @@ def check_local_shape(key: str, model: ModelSpec, local: dict, folder: str) -> N
               if name in shipped and local.get(name) != shipped[name]]
     if differ:
         raise ConfigError(f"model_paths: {folder} is not a {key} checkpoint: {'; '.join(differ)}")
-
-
-def engine_args(config: StudyConfig, model: ModelSpec) -> tuple[str, ...]:
-    """``extra_engine_args``, plus eager mode for the kit's own tiny models on a CPU: torch.compile
-    costs about 15 s of every CPU engine start (34 s -> 19 s to healthy, tiny model, 2 cores) and
-    buys nothing for plumbing numbers. Part of the run's identity, so a run says how it ran."""
-    eager = detect().accelerator == "cpu" and model.hf_id is None and not any(
-        arg.startswith(("--enforce-eager", "--compilation-config", "-O")) for arg in config.extra_engine_args)
-    return config.extra_engine_args + (CPU_PLUMBING_ARGS if eager else ())
 
 
 def cpu_engine(config: StudyConfig) -> bool:
