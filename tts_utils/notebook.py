@@ -184,8 +184,9 @@ def check_sweep(config: StudyConfig, notebook: str) -> None:
         if plan.latency_subset:
             fractions = frame.loc[frame["run_name"] == plan.run_name, "measured_fraction"]
             subset = len(plan.latency_subset) / len(plan.problems.problems)
-            assert all(math.isclose(f, subset) or f == 1.0 for f in fractions), f"{plan.run_name}: latency measured on {list(fractions)}, " \
-                f"planned {len(plan.latency_subset)} of {len(plan.problems.problems)} problems"
+            assert all(math.isclose(f, subset) or f == 1.0 for f in fractions), (
+                f"{plan.run_name}: latency measured on shares {list(fractions)} of the problems, planned "
+                f"{len(plan.latency_subset)} of {len(plan.problems.problems)}")
     for _, group in frame.groupby(["model", "method", "tensor_parallel_size"]):
         latency = group.sort_values("budget_tokens")["mean_e2e_latency_s"].to_numpy()
         assert (latency[1:] >= latency[:-1] * 0.999).all(), "latency falls as the budget grows"
