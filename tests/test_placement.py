@@ -146,11 +146,13 @@ def test_runs_side_by_side_and_a_killed_worker_resumes_from_disk(math500_path, r
 
     def kill_worker_after_one_request() -> None:
         _wait_for(lambda: len(read_records(killed.requests_file)) >= 1, 300, "a finished request")
-        seen["kept"] = [r["request_id"] for r in read_records(killed.requests_file)]
         seen["worker"] = read_records(killed.path / ATTEMPTS_FILE)[0]["pid"]
         seen["engine"] = _engine_pids(killed.engine_log)[-1]
         os.kill(seen["worker"], signal.SIGKILL)
         seen["killed_at"] = time.time()
+        # Read what was kept after the kill: a request may finish between the wait and the kill, and the
+        # retry cannot write before its own engine has started (tens of seconds).
+        seen["kept"] = [r["request_id"] for r in read_records(killed.requests_file)]
 
     killer = threading.Thread(target=kill_worker_after_one_request, daemon=True)
     killer.start()
