@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from tts_utils import data, pipeline
-from tts_utils.config import ConfigError, StudyConfig, read_profile
+from tts_utils.config import StudyConfig, read_profile
 from tts_utils.engine.model_source import ModelSource, resolve
+from tts_utils.errors import ConfigError
 from tts_utils.models import get_model
 from tts_utils.speculation import replay, replay_sets, traces
 from tts_utils.speculation.traces import load_trace_set
@@ -396,3 +397,60 @@ def test_check_plans_every_run_and_refuses_what_a_later_notebook_would(settings,
         assert "03_spec: 1 run(s)" in captured.out
         return
     assert code == 2 and expected in captured.err and len(captured.err.strip().splitlines()) == 1, captured.err
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    (["tp_import=[no-such-study]"], "tp_import: 'no-such-study' is neither a study under"),
+    (["tp_import=[empty]"], "tp_import: 'empty' has no complete greedy (baseline) run of 1.5b"),
+    (["tp_import=[h200-system]"], "tp_import: 'h200-system' ran on NVIDIA H200, this study on CPU only; step costs "
+                                  "do not transfer between devices (set tp_import_any_hardware: true"),
+    (["tp_import=[h200-system]", "tp_import_any_hardware=true"], None),
+    (["tp_import=[h200-system]", "study=h200-system", "dry_run=true"],
+     "tp_import: 'h200-system' is this study itself ('h200-system')"),
+    (["model=14b", "trace_sets=[14b=proxy:7b]"], "trace set 14b=proxy:7b: the study replays no trace set of '7b'"),
+    (["model=7b", "trace_sets=[7b=proxy:7b]"], "trace set 7b=proxy:7b: a model cannot stand in for itself"),
+    (["model=7b", "spec_acceptance=replay", "dry_run=true", "temperature=0.6"],
+     "needs a trace set for 7b in trace_sets (MODEL=PATH, MODEL=public:NAME, MODEL=proxy:OTHER or MODEL=own); own "
+     "replays greedy runs only, and at temperature 0.6 01_greedy writes none"),
+    (["model=1.5b,7b", "spec_acceptance=replay", "dry_run=true", "trace_sets=[7b=own]"],
+     "replay needs a trace set for 1.5b in trace_sets"),
+])
+def test_check_resolves_tp_import_and_proxies_before_00(settings, expected, outputs_dir, capsys) -> None:
+    """What 03 (a proxy with nothing to stand in, own runs at temperature > 0) and 04 (tp_import of a
+    missing, empty, other-device study or of the study itself) would refuse late: refused by check."""
+    from tts_utils.paths import REPO_ROOT
+
+    shutil.copytree(REPO_ROOT / "reference_results" / "runs" / "h200-system", outputs_dir / "runs" / "h200-system")
+    (outputs_dir / "runs" / "empty").mkdir()
+    base = ["dataset=builtin", "model=1.5b", "load_format=dummy", "trace_sets=[own]"]
+    code = pipeline.main(["check", "smoke", *[a for s in base + settings for a in ("--set", s)]])
+    captured = capsys.readouterr()
+    if expected is None:
+        assert code == 0 and "03_spec: 1 run(s)" in captured.out, captured.err
+        return
+    assert code == 2 and expected in captured.err and len(captured.err.strip().splitlines()) == 1, captured.err
+
+
+def test_without_recorded_counts_the_tokenizer_is_checked_another_way(tmp_path, traces_dir, math500_path,
+                                                                      r1_tokenizer_path, tiny_model_path,
+                                                                      tiny_tokenizer) -> None:
+    """No output_tokens: the tiny tokenizer read R1 traces silently (2.232 tokens/step, not 1.876).
+    Now its vocabulary is checked against the model's embedding rows, and ids another tokenizer wrote
+    fail a decode/re-encode round trip; the model's own tokenizer passes, with a note saying so."""
+    records = [{k: v for k, v in r.items() if k != "total_generated_tokens"} for r in _lines(traces_dir / R7_20, 20)]
+    path = _write(tmp_path / "r1-distill-qwen-7b.no-counts.jsonl", records)
+    trace_set = load_trace_set(path, get_model("7b"), _source("7b", r1_tokenizer_path), str(math500_path))
+    assert trace_set.notes == ("no recorded token counts (output_tokens or total_generated_tokens): the tokenizer "
+                               "could not be checked against them; checked instead: its 152064 ids against 7b's 152064 "
+                               "embedding rows (±1%), and a decode/re-encode round trip of 16 of its 20 traces",)
+    message = _one_line_error(lambda: load_trace_set(path, get_model("7b"), _source("7b", tiny_model_path),
+                                                     str(math500_path)))
+    assert (f"{path}: no recorded token counts (output_tokens or total_generated_tokens) to check the tokenizer "
+            "against, and its 512 ids (added tokens included) are not the vocabulary of 7b (152064 embedding rows, "
+            "±1%): the tokenizer") in message and "trace_tokenizer" in message
+    foreign = [{"problem": r["problem"], "output_ids": tiny_tokenizer(r["full_response"], add_special_tokens=False)["input_ids"]}
+               for r in records[:4]]
+    path = _write(tmp_path / "r1-distill-qwen-7b.foreign-ids.jsonl", foreign)
+    message = _one_line_error(lambda: load_trace_set(path, get_model("7b"), _source("7b", r1_tokenizer_path),
+                                                     str(math500_path)))
+    assert "and 4 of the first 4 traces do not survive a decode/re-encode round trip with it (first: line 1)" in message

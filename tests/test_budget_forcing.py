@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 
 from tts_utils.cli import resolve_parameters
-from tts_utils.config import ConfigError, StudyConfig
+from tts_utils.config import StudyConfig
 from tts_utils.engine.random_weights import write_random_weights
+from tts_utils.errors import ConfigError
 from tts_utils.grading import GradeItem, grade_in_process
 from tts_utils.models import RANDOM_WEIGHTS_MARKER, get_model
 from tts_utils.paths import REPO_ROOT
@@ -187,3 +188,40 @@ def test_random_weights_cli_answers_bad_paths_and_files_in_one_line(random_tiny_
         assert main(full) == 2, arguments
         error = capsys.readouterr().err
         assert expected in error and len(error.strip().splitlines()) == 1, error
+
+
+def test_added_tokens_past_the_embedding_get_rows_or_are_refused_before_any_engine(random_tiny_draft: Path,
+                                                                                  tmp_path: Path, capsys) -> None:
+    """A tokenizer whose added ids pass the embedding's rows crashes the engine at warm-up (R1's shared
+    tokenizer in a 1.5B folder: 152,065 ids over 151,936 rows): random_weights gives every id a row,
+    and a folder without them is refused by ``pipeline check`` in one line, exit 2."""
+    import shutil
+
+    from safetensors import safe_open
+
+    from tts_utils import pipeline
+
+    tokenizer = tmp_path / "tokenizer"
+    tokenizer.mkdir()
+    shutil.copy2(random_tiny_draft / "tokenizer_config.json", tokenizer)
+    spec = json.loads((random_tiny_draft / "tokenizer.json").read_text())
+    spec["added_tokens"] += [{**spec["added_tokens"][-1], "id": 512 + i, "content": f"<|extra_{i}|>"} for i in range(4)]
+    (tokenizer / "tokenizer.json").write_text(json.dumps(spec))
+    raised = write_random_weights("tiny-draft", tokenizer, tmp_path / "raised")
+    assert "the embedding gets 516 rows" in capsys.readouterr().out
+    with safe_open(raised / "model.safetensors", "pt") as weights:
+        assert tuple(weights.get_tensor("model.embed_tokens.weight").shape) == (516, 64)
+    assert json.loads((raised / "config.json").read_text())["vocab_size"] == 516
+    marker = json.loads((raised / RANDOM_WEIGHTS_MARKER).read_text())
+    assert marker["vocab_size_raised"]["shape"] == 512 and marker["vocab_size_raised"]["written"] == 516
+    config = StudyConfig.create(study="rows", model="tiny-draft", model_paths=[f"tiny-draft={raised}"],
+                                dataset="builtin", num_problems=2, budgets=[16])
+    assert len(plan_runs(config, "01_greedy")[0]) == 1  # its marker says why it has 516 rows
+    short = shutil.copytree(random_tiny_draft, tmp_path / "short")
+    shutil.copy2(tokenizer / "tokenizer.json", short / "tokenizer.json")
+    code = pipeline.main(["check", "smoke", "--set", "model=tiny-draft", "--set", f"model_paths=[tiny-draft={short}]",
+                          "--set", "dataset=builtin", "--set", "trace_sets=[own]"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert (f"error: tiny-draft ({short}): its tokenizer has 516 ids (added tokens included) but the model's "
+            "embedding has 512 rows (config.json vocab_size)") in err

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tts_utils.config import ConfigError, StudyConfig, read_profile
+from tts_utils.config import StudyConfig, read_profile
+from tts_utils.errors import ConfigError
 from tts_utils.hardware import GPU, Hardware
 from tts_utils.paths import PARAMS_DIR, REPO_ROOT
 from tts_utils.study.plan import plan_runs

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tts_utils.config import ConfigError
 from tts_utils.data import load_problems
+from tts_utils.errors import ConfigError
 
 
 def test_math500_file_loads_with_a_seeded_subset(math500_path) -> None:

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from tts_utils import data
-from tts_utils.config import ConfigError, StudyConfig
+from tts_utils.config import StudyConfig
 from tts_utils.data import load_problems, parse_dataset
 from tts_utils.datasets import DATASETS, MATH500
 from tts_utils.engine.model_source import ModelSource, resolve
+from tts_utils.errors import ConfigError
 from tts_utils.models import get_model
 from tts_utils.speculation import replay
 from tts_utils.speculation.traces import load_trace_set
@@ -142,4 +143,8 @@ def test_trace_field_names_are_mapped(tmp_path, gsm8k_file, r1_tokenizer_path, p
                   [{problem_field: ROBE, output_field: "3 bolts.\n</think>\n\n\\boxed{3}"}])
     trace_set = load_trace_set(path, get_model("1.5b"), _r1_source(r1_tokenizer_path), f"gsm8k:{gsm8k_file}")
     [trace] = list(trace_set.traces)
-    assert trace.problem_id == "gsm8k/1" and trace.gold == "3" and trace_set.notes == () and trace_set.prompt_note == ""
+    assert trace.problem_id == "gsm8k/1" and trace.gold == "3" and trace_set.prompt_note == ""
+    # No recorded token count: the one note says what checked the tokenizer instead.
+    assert trace_set.notes == ("no recorded token counts (output_tokens or total_generated_tokens): the tokenizer could "
+                               "not be checked against them; checked instead: its 152064 ids against 1.5b's 151936 "
+                               "embedding rows (±1%), and a decode/re-encode round trip of 1 of its 1 traces",)

@@ -15,12 +15,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tts_utils.config import ConfigError, StudyConfig
-from tts_utils.engine.server import EngineConfig, EngineStartError, VLLMServer, process_group_alive
+from tts_utils.config import StudyConfig
+from tts_utils.engine.server import EngineConfig, VLLMServer, process_group_alive
+from tts_utils.errors import ConfigError, EngineStartError, StudyLockedError, SweepError
 from tts_utils.paths import REPO_ROOT
-from tts_utils.store import StudyLockedError, read_records
+from tts_utils.store import read_records
 from tts_utils.study.plan import plan_runs
-from tts_utils.study.sweep import SweepError, run_sweep
+from tts_utils.study.sweep import run_sweep
 
 pytestmark = pytest.mark.engine
 

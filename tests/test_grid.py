@@ -8,7 +8,8 @@ import math
 import pandas as pd
 import pytest
 
-from tts_utils.config import ConfigError, StudyConfig
+from tts_utils.config import StudyConfig
+from tts_utils.errors import ConfigError
 from tts_utils.store import RunFolder, atomic_write_json, load_study, read_records
 
 

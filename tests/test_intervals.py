@@ -32,6 +32,7 @@ from tts_utils.report.analysis import (
     configuration_table,
     decide,
 )
+from tts_utils.report.claims import REGISTRY
 from tts_utils.study.metrics import summarise
 
 
@@ -240,6 +241,29 @@ def test_the_speculation_claim_splits_by_acceptance_source_when_the_column_exist
     verdict = claim_speculation_faster(table, rows)
     assert verdict.verdict == FAILS and "1.5b ngram-spec synthetic: replay" in verdict.interval
     assert "1.5b ngram-spec engine: spec/baseline latency" in verdict.evidence
+
+
+def test_each_model_gets_its_own_answer_where_the_claim_is_judged_per_model() -> None:
+    """Two models: n-gram faster for 7b at every budget, slower for 1.5b at the largest. The claim does
+    not hold overall, and the per-model line says where: 7b holds, 1.5b fails at 256 only. The same
+    verdicts come out with the rows in reverse order."""
+    fast = study()
+    slow = study(spec_factor=0.5).assign(model="7b")
+    slow["run_name"] = "7b-" + slow["run_name"]
+    late = (fast["method"] == "ngram-spec") & (fast["budget_tokens"] == 256)
+    fast.loc[late, "e2e_latency_s"] *= 3  # 1.5b n-gram at 256: 1.5x greedy
+    rows = pd.concat([fast, slow], ignore_index=True)
+    _, claims = analyse(rows)
+    by_key = claims.set_index("key")
+    assert list(claims["key"]) == [entry.key for entry in REGISTRY]
+    speculation = by_key.loc["speculation_faster"]
+    assert speculation["verdict"] == FAILS
+    assert speculation["per_model"] == ("1.5b ngram-spec, measured: does not hold (holds at 64, 128; does not hold "
+                                        "at 256); 7b ngram-spec, measured: holds (64, 128, 256)")
+    assert by_key.loc["accuracy_flattens", "per_model"] == "1.5b: holds; 7b: holds"
+    assert by_key.loc["compute_not_system_optimal", "per_model"] == "compared across models"
+    reversed_claims = analyse(rows.iloc[::-1].reset_index(drop=True))[1]
+    pd.testing.assert_frame_equal(claims, reversed_claims)
 
 
 def test_an_empty_study_says_not_enough_data() -> None:

@@ -1,5 +1,5 @@
 """The package's architecture, checked: no import circle, and each layer imports only from itself
-and the layers below it (root < engine < speculation < study < report < the chain)."""
+and the layers below it (errors < root < engine < speculation < study < report < the chain)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import ast
 
 from tts_utils.paths import PACKAGE_DIR
 
-# The shared ground (config, cli, paths, store, data, grading, ...) is layer 0; the chain on top.
+# The errors at the bottom (they import nothing); the shared ground (config, cli, paths, store, data,
+# grading, ...) is layer 0; the chain on top.
+BOTTOM = {"tts_utils.errors"}
 LAYERS = {"engine": 1, "speculation": 2, "study": 3, "report": 4}
 TOP = {"tts_utils.pipeline", "tts_utils.notebook", "tts_utils.__main__"}
-# Imports that may stay inside a function: heavy or optional libraries, never a module of the kit
-# (except vllm_compat's, which runs before the kit's dependencies are installed).
-STANDARD_LIBRARY_ONLY = {"tts_utils.engine.vllm_compat", "tts_utils.engine.existing_env"}
 
 
 def _modules() -> dict[str, ast.Module]:
@@ -36,6 +35,8 @@ def _imports(tree: ast.Module, known: set[str]) -> set[str]:
 
 
 def _layer(module: str) -> int:
+    if module in BOTTOM:
+        return -1
     if module in TOP:
         return 5
     parts = module.split(".")
@@ -98,8 +99,6 @@ def test_no_kit_module_is_imported_inside_a_function() -> None:
     optional libraries (vllm, ray, papermill, ...), each with a reason."""
     lazy = []
     for name, tree in _modules().items():
-        if name in STANDARD_LIBRARY_ONLY:
-            continue
         top_level = {id(node) for node in tree.body}
         type_checking = {id(sub) for node in tree.body if isinstance(node, ast.If)
                          and "TYPE_CHECKING" in ast.unparse(node.test) for sub in ast.walk(node)}
@@ -108,3 +107,10 @@ def test_no_kit_module_is_imported_inside_a_function() -> None:
                     and id(node) not in top_level and id(node) not in type_checking:
                 lazy.append(f"{name}:{node.lineno} {node.module}")
     assert lazy == []
+
+
+def test_the_errors_import_nothing() -> None:
+    """Every layer raises them, vllm_compat and existing_env too, which run before the kit's
+    dependencies are installed."""
+    tree = _modules()["tts_utils.errors"]
+    assert [ast.unparse(node) for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))] == []

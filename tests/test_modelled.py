@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tts_utils.config import ConfigError
+from tts_utils.errors import ConfigError
 from tts_utils.models import get_model
 from tts_utils.paths import REPO_ROOT
 from tts_utils.report.analysis import configuration_table, speculation_ratios
@@ -114,7 +114,7 @@ def test_a_modelled_row_is_never_counted_as_measured():
     runs = [_run("baseline", tp, _costs(plain=(2.0 / tp ** 0.5, 0.0, 100))) for tp in (1, 2, 4)]
     modelled = build_modelled([_replay()], runs)
     mtable = modelled_table(modelled, 3.6)
-    claims = check_all_claims("own", table, rows, modelled, mtable, [_replay()]).set_index("claim")
+    claims = check_all_claims("own", table, rows, modelled, mtable, [_replay()], host="here").set_index("claim")
     assert not table["run_name"].str.startswith("modelled").any() and "evidence" not in table
     tp = claims.loc["Tensor parallelism has diminishing returns"]
     assert tp["decided_by"] == "modelled" and tp["evidence"].startswith("[modelled")
@@ -123,7 +123,7 @@ def test_a_modelled_row_is_never_counted_as_measured():
     optimal = claims.loc["Compute-optimal is not system-optimal"]
     assert optimal["decided_by"] == "modelled" and optimal["evidence"].startswith("[modelled")
     # Measured rows alone decide nothing about TP or accuracy: the modelled rows did.
-    measured_only = check_all_claims("own", table, rows, build_modelled([], []), pd.DataFrame(), []).set_index("claim")
+    measured_only = check_all_claims("own", table, rows, build_modelled([], []), pd.DataFrame(), [], host="here").set_index("claim")
     assert (measured_only.loc[["Tensor parallelism has diminishing returns",
                                "Compute-optimal is not system-optimal"], "verdict"] == "not enough data").all()
 
@@ -201,6 +201,8 @@ def test_tp_import_keeps_provenance_and_refuses_other_hardware(tmp_path, monkeyp
     assert import_tp_runs(["h200-system"], {"1x NVIDIA H100 80GB HBM3"}, {"1.5b"}, any_hardware=True)
     with pytest.raises(ConfigError, match="neither a study"):
         import_tp_runs(["no-such-study"], set(), {"1.5b"})
+    with pytest.raises(ConfigError, match="is this study itself"):  # 04 itself, as pipeline check before 00
+        import_tp_runs([str(tmp_path / "runs" / "h200-system")], set(), {"1.5b"}, study="h200-system")
 
 
 def test_priced_runs_from_steps_validate_at_the_longest_budget():
@@ -264,7 +266,7 @@ def test_the_speculation_figure_draws_the_intervals_that_decided(tmp_path):
     greedy_8 = 0.1 + sum(0.002 + 0.001 * context / 1000 for context in range(6, 13))
     assert at_8["evidence"] == "modelled" and at_8["ratio"] == pytest.approx((0.1 + 0.014) / greedy_8)
     assert set(ratios["budget_tokens"]) == {4, 8, 16} and (ratios["evidence"] == "modelled").all()
-    claims = check_all_claims("own", table, rows, modelled, modelled_table(modelled, 3.6), [_replay()])
+    claims = check_all_claims("own", table, rows, modelled, modelled_table(modelled, 3.6), [_replay()], host="here")
     speculation = claims.set_index("claim").loc["Speculative decoding lowers latency at every budget"]
     decisive = ratios[ratios["verdict"] == speculation["verdict"]].iloc[0]
     assert f"@{decisive['budget_tokens']} {decisive['ratio']:.3g}" in speculation["interval"]

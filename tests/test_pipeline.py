@@ -9,6 +9,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from tts_utils import pipeline
+from tts_utils.errors import ChainError
 from tts_utils.paths import reports_dir
 
 
@@ -42,7 +43,7 @@ def test_a_clean_notebook_logs_its_start_output_and_end(probe) -> None:
 
 
 def test_a_failing_cell_leaves_its_traceback_in_the_log(probe) -> None:
-    with pytest.raises(pipeline.ChainError, match=r"99_probe failed in cell 2 \(ZeroDivisionError"):
+    with pytest.raises(ChainError, match=r"99_probe failed in cell 2 \(ZeroDivisionError"):
         probe("x = 1", "x / 0")
     log = (reports_dir("probe") / "chain.log").read_text()
     assert "ZeroDivisionError" in log and "x / 0" in log and "\x1b[" not in log
@@ -50,7 +51,7 @@ def test_a_failing_cell_leaves_its_traceback_in_the_log(probe) -> None:
 
 
 def test_a_dead_kernel_is_a_chain_error_with_a_log(probe) -> None:
-    with pytest.raises(pipeline.ChainError, match="99_probe failed outside its cells"):
+    with pytest.raises(ChainError, match="99_probe failed outside its cells"):
         probe("import os; os._exit(3)")
     log = (reports_dir("probe") / "chain.log").read_text()
     assert "failed outside its cells (DeadKernelError" in log and "Traceback" in log and "load average" in log
@@ -75,7 +76,7 @@ print("second attempt ran")
 
 
 def test_a_real_failure_is_not_tried_twice(probe) -> None:
-    with pytest.raises(pipeline.ChainError):
+    with pytest.raises(ChainError):
         probe("raise RuntimeError('a real bug')")
     log = (reports_dir("probe") / "chain.log").read_text()
     assert "attempt 1" in log and "attempt 2" not in log

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from tts_utils.config import ConfigError, StudyConfig
+from tts_utils.config import StudyConfig
 from tts_utils.engine.server import free_port, process_group_alive
+from tts_utils.errors import ConfigError, SweepError
 from tts_utils.store import read_records
 from tts_utils.study.placement import ATTEMPTS_FILE, run_placed
 from tts_utils.study.plan import plan_runs
-from tts_utils.study.sweep import SweepError, _record_failure, execute, run_sweep
+from tts_utils.study.sweep import _record_failure, execute, run_sweep
 
 ray = pytest.importorskip("ray")
 

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from tts_utils.config import ConfigError, StudyConfig
+from tts_utils.config import StudyConfig
+from tts_utils.errors import ConfigError
 from tts_utils.report.prices import (
     LIST_PRICES,
     device_name,

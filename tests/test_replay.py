@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tts_utils.config import ConfigError
 from tts_utils.engine.model_source import ModelSource, resolve
+from tts_utils.errors import ConfigError
 from tts_utils.models import get_model
 from tts_utils.paths import REPO_ROOT
 from tts_utils.speculation.replay import NgramSettings, replay, replay_steps

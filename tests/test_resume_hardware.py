@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tts_utils import provenance
-from tts_utils.config import ConfigError, StudyConfig
+from tts_utils.config import StudyConfig
+from tts_utils.errors import ConfigError
 from tts_utils.hardware import GPU, Hardware, detect
 from tts_utils.store import atomic_write_json
 from tts_utils.study.plan import plan_runs

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tts_utils.errors import CorruptResultError, StudyLockedError
 from tts_utils.store import (
-    CorruptResultError,
     RunFolder,
-    StudyLockedError,
     append_record,
     atomic_write_text,
     file_sha256,

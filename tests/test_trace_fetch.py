@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tts_utils.config import ConfigError
+from tts_utils.errors import ConfigError
 from tts_utils.speculation.trace_fetch import PUBLIC_TRACES, fetch, resolve_entry, sha256_of
 
 NAME = "r1-distill-qwen-7b.math500-first20"

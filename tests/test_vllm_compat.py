@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tts_utils.config import ConfigError, StudyConfig
+from tts_utils.config import StudyConfig
 from tts_utils.engine import vllm_compat
+from tts_utils.errors import ConfigError
 
 NGRAM = ("def _find_longest_matched_ngram_and_propose_tokens(origin_tokens, min_ngram, max_ngram, max_model_len, k)"
          " -> np.ndarray:\n    pass\n")

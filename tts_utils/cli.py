@@ -17,10 +17,10 @@ from typing import Any, NoReturn
 
 import yaml
 
-from tts_utils.config import ConfigError, StudyConfig, read_profile
+from tts_utils.config import StudyConfig, read_profile
+from tts_utils.errors import ConfigError, CorruptResultError, StudyLockedError
 from tts_utils.hardware import detect
 from tts_utils.paths import profile_path
-from tts_utils.store import CorruptResultError, StudyLockedError
 
 EXIT_BAD_INPUT = 2
 # Errors that mean the input is wrong (or another sweep holds the study): one line, exit code 2.

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from tts_utils.errors import ConfigError
 from tts_utils.hardware import Hardware, detect
 from tts_utils.models import MODELS, has_random_weights
 
@@ -34,10 +35,6 @@ NOTEBOOKS = (SETUP, GREEDY, TP, SPEC, ANALYSIS)
 # What the sweeps read (plan_runs, the engine, run_sweep's placement). 00_setup declares all of it too:
 # it checks and estimates the whole study and records its parameters (inventory.json).
 RUNS = (SETUP, GREEDY, TP, SPEC)
-
-
-class ConfigError(ValueError):
-    """A parameter or profile is wrong; the message is one line that says which and why."""
 
 
 def param(default: Any, help: str, notebooks: tuple[str, ...]) -> Any:

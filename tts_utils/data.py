@@ -29,8 +29,9 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tts_utils.config import ConfigError, read_text
+from tts_utils.config import read_text
 from tts_utils.datasets import DATASETS, MATH500, DatasetSpec, get_dataset
+from tts_utils.errors import ConfigError
 from tts_utils.paths import BUILTIN_PROBLEMS_FILE
 
 HUB_DATASET = MATH500.hub_id

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tts_utils.config import ConfigError
+from tts_utils.errors import ConfigError
 
 
 def _after_hashes(solution: str) -> str:

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from types import TracebackType
 
+from tts_utils.errors import GraderStartError
+
 # math-verify's own (signal-based) timeouts inside the worker, per parse/verify call.
 INNER_TIMEOUT_S = 2
 
@@ -111,10 +113,6 @@ def _failed(status: str, seconds: float, text: str, reasoning_end: str) -> Grade
 
 # A fresh worker says it is ready within this time (it imports nothing heavy before saying so).
 WORKER_START_TIMEOUT_S = 120.0
-
-
-class GraderStartError(RuntimeError):
-    """The grading worker died before it could grade anything: nothing can be graded here."""
 
 
 class Grader:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -75,6 +76,15 @@ class Hardware:
         if self.gpus:
             return f"{self.gpu_count}x {', '.join(sorted({g.name for g in self.gpus}))}"
         return f"CPU only: {self.cpu_model}, {self.cpu_cores} usable cores"
+
+
+def device_name(hardware: str) -> str:
+    """The device part of a hardware label: ``2x NVIDIA H200 (driver 580.1)`` -> ``NVIDIA H200``
+    (prices.py prices it; study/tp_import.py refuses step costs of another device)."""
+    if hardware.startswith("CPU only"):
+        return "CPU only"
+    name = re.sub(r"^\d+x\s+", "", hardware.split(";")[0].strip())
+    return re.sub(r"\s*\(driver [^)]*\)$", "", name)
 
 
 def _cpu_model() -> str:

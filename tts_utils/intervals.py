@@ -54,7 +54,12 @@ class Interval:
     def __str__(self) -> str:
         if not self.known:
             return f"{self.estimate:.3g} [no interval: {self.problems} problem(s)]"
-        return f"{self.estimate:.3g} [{self.low:.3g}, {self.high:.3g}]"
+        return f"{_short(self.estimate)} [{_short(self.low)}, {_short(self.high)}]"
+
+
+def _short(value: float) -> str:
+    """Three significant digits, with rounding noise shown as 0 (a bound of 1.11e-16 is 0)."""
+    return f"{0.0 if abs(value) < 1e-9 else value:.3g}"
 
 
 def problem_totals(rows: pd.DataFrame, statistic: str) -> pd.DataFrame:

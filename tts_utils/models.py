@@ -11,6 +11,8 @@ from pathlib import Path
 # Written by ``python -m tts_utils random_weights`` into every model folder it makes, read wherever
 # a study says what its numbers are (banners, run identities, replays, pages): random weights.
 RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS.json"
+# s1.1 models are R1-Distill-Qwen shapes fine-tuned by simplescaling: keyed ``s1.1-<size>`` (size_key).
+S1_PREFIX = "s1.1-"
 DEEPSEEK_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
@@ -70,10 +72,16 @@ for _key, (_size, _billions) in _SIZES.items():
         _key, f"deepseek-ai/DeepSeek-R1-Distill-Qwen-{_size}", _DEEPSEEK_TEMPLATE, "</think>",
         f"r1-distill-qwen-{_key}", _billions, "deepseek-r1-distill-qwen",
     )
-    MODELS[f"s1.1-{_key}"] = ModelSpec(
-        f"s1.1-{_key}", f"simplescaling/s1.1-{_size}", _S1_TEMPLATE, "<|im_start|>answer",
+    MODELS[f"{S1_PREFIX}{_key}"] = ModelSpec(
+        f"{S1_PREFIX}{_key}", f"simplescaling/s1.1-{_size}", _S1_TEMPLATE, "<|im_start|>answer",
         f"r1-distill-qwen-{_key}", _billions, "qwen2.5-instruct",
     )
+
+
+def size_key(model_key: str) -> str:
+    """The R1-Distill key of a model's size, whose shape and measured constants it shares
+    (``s1.1-7b`` -> ``7b``); any other key as it is. Used by the cost estimate (run_costs.py)."""
+    return model_key.removeprefix(S1_PREFIX)
 
 
 def has_random_weights(folder: str | Path) -> bool:

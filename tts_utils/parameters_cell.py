@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from tts_utils.cli import OneLineParser, run
-from tts_utils.config import NOTEBOOKS, ConfigError, StudyConfig
+from tts_utils.config import NOTEBOOKS, StudyConfig
+from tts_utils.errors import ConfigError
 from tts_utils.paths import NOTEBOOKS_DIR
 
 # Comments line up two spaces after the longest assignment up to this length; a longer one (a long

@@ -29,8 +29,9 @@ from typing import IO, Any
 
 from tts_utils.banners import PLUMBING_WARNING, SYSTEM_ONLY_WARNING, random_weights_warning, shout
 from tts_utils.cli import default_profile, fail, parse_overrides, resolve_parameters, study_parser
-from tts_utils.config import NOTEBOOKS, ConfigError
+from tts_utils.config import NOTEBOOKS
 from tts_utils.engine import vllm_compat
+from tts_utils.errors import ChainError, ConfigError
 from tts_utils.paths import NOTEBOOKS_DIR, REPO_ROOT, profile_path, reports_dir, study_dir
 from tts_utils.progress import strip_ansi
 from tts_utils.report.landing import write_landing_page
@@ -242,10 +243,6 @@ def run_notebook(name: str, values: dict[str, Any], study: str, log: ChainLog | 
     html = render_html(output)
     log.write(f"== {name}: done in {time.monotonic() - started:.0f} s -> {html}", sys.stdout)
     return html
-
-
-class ChainError(RuntimeError):
-    """A notebook of the chain failed."""
 
 
 def _record_chain(study: str, record: dict) -> None:

@@ -35,15 +35,8 @@ from typing import Any
 
 import pandas as pd
 
+from tts_utils.errors import CorruptResultError, StudyLockedError
 from tts_utils.paths import study_dir
-
-
-class CorruptResultError(RuntimeError):
-    """A result file failed validation; the message names the file (and line)."""
-
-
-class StudyLockedError(RuntimeError):
-    """Another sweep holds the study's lock."""
 
 
 def atomic_write_text(path: Path, text: str) -> None:

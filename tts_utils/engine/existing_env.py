@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from tts_utils.engine import vllm_compat
+from tts_utils.errors import SetupError
 from tts_utils.paths import REPO_ROOT
 
 ENGINE_PACKAGES = ("torch", "vllm")
@@ -59,10 +60,6 @@ out["site_dirs"] = [d for d in dirs + ([user] if user else []) if d]
 out["version"] = "%d.%d" % sys.version_info[:2]
 print(json.dumps(out))
 """
-
-
-class SetupError(RuntimeError):
-    """The existing environment cannot take the kit as asked; one line says why."""
 
 
 def inventory(python: str) -> dict:

@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tts_utils.config import ConfigError
 from tts_utils.data import hub_reachable
 from tts_utils.engine.tiny_model import ensure_tiny_model, recipe_hash
+from tts_utils.errors import ConfigError
 from tts_utils.models import ModelSpec, has_random_weights
 from tts_utils.paths import MODEL_SHAPES_DIR, cache_dir
 

@@ -10,7 +10,9 @@ where vLLM fills weights itself and the kit skips grading), nothing is switched 
 
 ``--shape``: a registry key with a shipped shape (1.5b, 7b, 14b, s1.1-*, tiny-draft) or a folder
 holding a config.json. ``--tokenizer``: a folder with tokenizer.json and tokenizer_config.json
-(for R1-Distill shapes the R1-Distill-Qwen tokenizer; its ids must stay below the vocabulary).
+(for R1-Distill shapes the R1-Distill-Qwen tokenizer). Its base vocabulary must fit the shape's
+embedding rows; added tokens past them get rows of their own (config.json's vocab_size is raised
+and ``vocab_size_raised`` in RANDOM_WEIGHTS.json says so), as the engine needs a row for every id.
 1.5B in bf16 is ~3.5 GB and takes a minute or two on one core; the tests write tiny-draft only.
 Used by the GPU first-run profile (params/gpu-first-run.yaml) and the tests.
 """
@@ -24,8 +26,8 @@ import shutil
 from pathlib import Path
 
 from tts_utils.cli import OneLineParser, run
-from tts_utils.config import ConfigError
 from tts_utils.engine.model_source import TOKENIZER_FILES
+from tts_utils.errors import ConfigError
 from tts_utils.models import MODELS, RANDOM_WEIGHTS_MARKER
 from tts_utils.paths import MODEL_SHAPES_DIR
 
@@ -76,19 +78,40 @@ def _json_file(path: Path, flag: str) -> dict:
     return value
 
 
+def _copy_shape(source: Path, config: dict, staging: Path) -> None:
+    """The shipped config.json (``config``'s vocab_size where it was raised) and generation_config.json."""
+    for name in ("config.json", "generation_config.json"):
+        if (source / name).is_file():
+            shutil.copy2(source / name, staging / name)
+    if json.loads((source / "config.json").read_text(encoding="utf-8")) != config:
+        (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
 def _write(source: Path, config: dict, tokenizer: Path, out: Path, shape: str, seed: int) -> Path:
     """The folder itself: staged beside ``out``, renamed at the end."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    shipped_rows = config["vocab_size"]
 
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for name in ("config.json", "generation_config.json"):
-        if (source / name).is_file():
-            shutil.copy2(source / name, staging / name)
+    _copy_shape(source, config, staging)
     for name in TOKENIZER_FILES:
         shutil.copy2(tokenizer / name, staging / name)
+    # Every id the engine's tokenizer has (read as it reads it: from the folder, whose config picks the
+    # class; Qwen2's adds <|endoftext|>) needs an embedding row, or the engine crashes at warm-up. R1's
+    # shared tokenizer there has 152,065 ids over 1.5B's 151,936 rows: the added tokens get rows.
+    try:
+        ids = len(AutoTokenizer.from_pretrained(staging, fix_mistral_regex=False))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"--tokenizer {tokenizer}: cannot load it ({str(error).splitlines()[0]})") from None
+    if ids > config["vocab_size"]:
+        print(f"-- the tokenizer has {ids} ids (added tokens included), the shape {config['vocab_size']} embedding "
+              f"rows: the embedding gets {ids} rows (vocab_size_raised in {RANDOM_WEIGHTS_MARKER})")
+        config = {**config, "vocab_size": ids}
+        _copy_shape(source, config, staging)
     dtype = getattr(torch, config.get("torch_dtype") or config.get("dtype") or "bfloat16")
     torch.manual_seed(seed)
     default = torch.get_default_dtype()
@@ -99,12 +122,13 @@ def _write(source: Path, config: dict, tokenizer: Path, out: Path, shape: str, s
         torch.set_default_dtype(default)
     model.save_pretrained(staging)  # safetensors: the default since transformers 4.35, the only format in 5
     # save_pretrained rewrites config.json and generation_config.json; keep the shipped ones.
-    for name in ("config.json", "generation_config.json"):
-        if (source / name).is_file():
-            shutil.copy2(source / name, staging / name)
+    _copy_shape(source, config, staging)
     recipe = {"shape": shape, "config_sha256": hashlib.sha256((source / "config.json").read_bytes()).hexdigest(),
               "tokenizer": str(tokenizer), "seed": seed, "dtype": str(dtype).removeprefix("torch."),
               "parameters": sum(p.numel() for p in model.parameters()),
+              **({"vocab_size_raised": {"shape": shipped_rows, "written": config["vocab_size"],
+                                        "why": "the tokenizer's added tokens need embedding rows"}}
+                 if config["vocab_size"] != shipped_rows else {}),
               "note": "random weights: the text is noise, accuracy near 0; timings are the architecture's"}
     (staging / RANDOM_WEIGHTS_MARKER).write_text(json.dumps(recipe, indent=2) + "\n")
     if out.exists():

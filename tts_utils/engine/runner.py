@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from tts_utils.errors import RequestError
+
 # Counters read around each measured run (deltas give acceptance and generated tokens).
 METRIC_COUNTERS = (
     "vllm:generation_tokens_total",
@@ -95,10 +97,6 @@ class RequestRecord:
         record = asdict(self)
         record.pop("prompt_token_ids")
         return record
-
-
-class RequestError(RuntimeError):
-    """A request failed (engine gone, HTTP error, malformed stream)."""
 
 
 def build_payload(served_name: str, spec: RequestSpec, sampling: SamplingConfig) -> dict:

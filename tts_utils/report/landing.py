@@ -26,6 +26,7 @@ import pandas as pd
 
 from tts_utils.banners import PLUMBING_MODELS, PLUMBING_WARNING, RANDOM_WEIGHTS_WARNING, SYSTEM_ONLY_WARNING
 from tts_utils.paths import figures_dir, reports_dir, study_dir
+from tts_utils.report.claims import CLAIMS
 from tts_utils.report.html import CSS, by_model_size, esc, html_fixed, html_number, html_table, link, read_csv_or_none
 from tts_utils.report.modelled import real_trace_sets
 from tts_utils.report.pick import pick_section
@@ -129,26 +130,33 @@ def _banners(runs: list[RunInfo], notebooks: list[dict], claims_stale: bool, cha
 
 
 def _claims_section(claims: pd.DataFrame | None, figures: Path, base: Path) -> str:
+    """Verdict, each model's answer and the deciding interval; the rule and the long evidence folded."""
     if claims is None or claims.empty:
         return "<p>04_analysis has not run for this study yet: no verdicts.</p>"
-    with_interval = "interval" in claims and claims["interval"].fillna("").astype(str).str.len().gt(0).any()
-    headers = ["claim of the paper", "verdict"] + (["deciding interval"] if with_interval else []) + ["evidence"]
+    headers = ["claim of the paper", "verdict", "per model", "deciding interval", "rule and evidence"]
     rows = []
     for row in claims.to_dict("records"):
         verdict = str(row.get("verdict", ""))
+        entry = CLAIMS.get(str(row.get("key")))
         badge = f'<span class="verdict {VERDICT_CLASSES.get(verdict, "none")}">{esc(verdict)}</span>'
-        cells = [esc(row.get("claim")), badge]
-        if with_interval:
-            cells.append(f'<span class="evidence">{esc(row.get("interval") if pd.notna(row.get("interval")) else "")}'
-                         "</span>")
-        cells.append(f'<span class="evidence">{esc(row.get("evidence"))}</span>')
-        rows.append(cells)
+        decided = f' <span class="small">({esc(row["decided_by"])})</span>' if pd.notna(row.get("decided_by")) \
+            and row.get("decided_by") != "none" else ""
+        folded = (f"<details><summary>rule and evidence</summary><p>Rule: {esc(entry.rule if entry else 'not recorded')}"
+                  f'</p><p class="evidence">{esc(row.get("evidence"))}</p></details>')
+        rows.append([esc(row.get("claim")), badge + decided, f'<span class="evidence">{esc(_text(row, "per_model"))}</span>',
+                     f'<span class="evidence">{esc(_text(row, "interval"))}</span>', folded])
     host = claims["measured_on"].dropna().iloc[0] if "measured_on" in claims and claims["measured_on"].notna().any() \
         else "not recorded (04_analysis ran before verdicts named their host)"
     return (html_table(headers, rows) + f'<p class="small">Timings measured on: {esc(host)}. A step without a '
             "draft is launch-bound on the host CPU, so the speculation verdict can differ on another host with the "
             "same GPU. Each verdict is decided by the numbers beside it "
-            f"(rules in <code>tts_utils/report/analysis.py</code>). File: {link(figures / 'claims.csv', base)}.</p>")
+            f"(rules in <code>tts_utils/report/claims.py</code>). File: {link(figures / 'claims.csv', base)}.</p>")
+
+
+def _text(row: dict, column: str) -> str:
+    """A claims.csv cell as text; empty where an older file lacks the column."""
+    value = row.get(column)
+    return "" if value is None or pd.isna(value) else str(value)
 
 
 def _figures_section(figures: Path, base: Path, has_accuracy: bool) -> str:

@@ -25,15 +25,14 @@ import numpy as np
 import pandas as pd
 
 from tts_utils.banners import PLUMBING_MODELS
-from tts_utils.config import ConfigError
 from tts_utils.paths import study_dir
 from tts_utils.report.analysis import configuration_table
-from tts_utils.report.prices import device_name
 from tts_utils.speculation.replay import TRACE_KEYS, NgramSettings
 from tts_utils.speculation.replay_sets import current_replay_folders, replay_problem
 from tts_utils.speculation.stepcost import TOLERANCE, fit_step_costs, non_negative_line, predict_request, validate
 from tts_utils.store import RunFolder, read_json
 from tts_utils.study.metrics import summarise
+from tts_utils.study.tp_import import check_import, import_folder
 
 # A trace may reach this share past the longest context its pricing run measured (trace prompts
 # are longer than the kit's built-in ones by a few hundred tokens); beyond it, no row.
@@ -175,36 +174,18 @@ def priced_runs(folder: Path, study: str, imported: bool = False) -> list[Priced
     return out
 
 
-def _study_folder(source: str) -> tuple[Path, str]:
-    """A ``tp_import`` entry: a study name under outputs/runs/, or a folder of run folders."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return path.resolve(), path.name
-    folder = study_dir(source)
-    if folder.is_dir():
-        return folder, source
-    raise ConfigError(f"tp_import: {source!r} is neither a study under {study_dir('').parent} nor a folder of runs")
-
-
 def import_tp_runs(sources: tuple[str, ...] | list[str], own_hardware: set[str], models: set[str],
-                   any_hardware: bool = False) -> list[PricedRun]:
+                   any_hardware: bool = False, study: str = "") -> list[PricedRun]:
     """Greedy step costs at every TP size from other studies' runs, with their provenance.
 
     An import is the baseline runs of the named study (or folder) for the models this study has
-    traces of. One from a GPU other than this study's is refused (ConfigError) unless
-    ``any_hardware``: step costs measured on one device say nothing about another."""
+    traces of. Refused (ConfigError, study/tp_import.py, which ``pipeline check`` runs before 00):
+    ``study`` itself, no such runs, or runs from another GPU unless ``any_hardware``."""
     out = []
     for source in sources:
-        folder, name = _study_folder(source)
+        folder, name = import_folder(source, study)
         runs = [r for r in priced_runs(folder, name, imported=True) if r.method == "baseline" and r.model in models]
-        if not runs:
-            raise ConfigError(f"tp_import: {source!r} has no complete greedy (baseline) run of {', '.join(sorted(models))}")
-        theirs = {device_name(r.hardware) for r in runs}
-        mine = {device_name(h) for h in own_hardware}
-        if mine and theirs != mine and not any_hardware:
-            raise ConfigError(f"tp_import: {source!r} ran on {', '.join(sorted(theirs))}, this study on "
-                              f"{', '.join(sorted(mine))}; step costs do not transfer between devices "
-                              "(set tp_import_any_hardware: true to import them anyway)")
+        check_import(source, [r.hardware for r in runs], own_hardware, models, any_hardware)
         out += runs
     return out
 
@@ -336,7 +317,7 @@ def study_modelled(study: str, own_rows: pd.DataFrame, tp_import: tuple[str, ...
     if tp_import:
         hardware = set(own_rows["hardware"].dropna().astype(str)) if "hardware" in own_rows else set()
         models = {r["model"] for r in replay_sets} or set(own_rows.get("model", pd.Series(dtype=str)))
-        runs += import_tp_runs(tp_import, hardware, models, tp_import_any_hardware)
+        runs += import_tp_runs(tp_import, hardware, models, tp_import_any_hardware, study)
     return build_modelled(replay_sets, runs)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from tts_utils.cli import OneLineParser, run
-from tts_utils.config import ConfigError
+from tts_utils.errors import ConfigError
 from tts_utils.paths import figures_dir
 
 ACCURACY_TARGETS = (0.5, 0.6, 0.7, 0.8, 0.9)

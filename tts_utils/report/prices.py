@@ -13,7 +13,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from tts_utils.config import ConfigError
+from tts_utils.errors import ConfigError
+from tts_utils.hardware import device_name
 
 SECONDS_PER_HOUR = 3600.0
 
@@ -52,14 +53,6 @@ class Price:
 
     def describe(self) -> str:
         return f"${self.usd_per_hour:.4g} per device-hour ({self.source}); an input, not a measurement"
-
-
-def device_name(hardware: str) -> str:
-    """The device part of a hardware label: ``2x NVIDIA H200 (driver 580.1)`` -> ``NVIDIA H200``."""
-    if hardware.startswith("CPU only"):
-        return "CPU only"
-    name = re.sub(r"^\d+x\s+", "", hardware.split(";")[0].strip())
-    return re.sub(r"\s*\(driver [^)]*\)$", "", name)
 
 
 def list_price(hardware: str) -> ListPrice | None:

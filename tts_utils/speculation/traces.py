@@ -29,6 +29,9 @@ Checked (each failure a one-line ``ConfigError`` naming the file and line):
   sampled, non-canonical tokenization re-tokenizes shorter) and is then reported in
   ``TraceSet.notes``; more than that, or off at all in more than ``MISMATCH_SHARE`` of the traces,
   means the tokenizer is not the one that wrote the traces, and the set is refused;
+* a file without recorded counts: the tokenizer's ids (added tokens included) against the model's
+  embedding rows (within ``VOCAB_SLACK``) and a decode/re-encode round trip of the first
+  ``ROUND_TRIP_TRACES`` traces instead; a clear mismatch is refused, else ``notes`` say so;
 * the model: a ``model`` field, or a run folder's identity, must name the model given; with
   neither, a size in the file name (``...-7b...``) must be the model's size, and a set with no
   evidence at all is accepted with a loud note (the tokens of 1.5B and 7B traces of one family
@@ -60,12 +63,12 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tts_utils.config import ConfigError
 from tts_utils.data import Problem, load_problems, parse_dataset, resolve_source
-from tts_utils.engine.model_source import ModelSource, load_tokenizer, shape_context
+from tts_utils.engine.model_source import ModelSource, load_tokenizer, shape_config, shape_context
+from tts_utils.errors import ConfigError, CorruptResultError
 from tts_utils.models import ModelSpec
 from tts_utils.progress import progress
-from tts_utils.store import CorruptResultError, read_json, read_records
+from tts_utils.store import read_json, read_records
 
 PROBLEM_FIELDS = ("problem", "question", "prompt")
 TEXT_FIELDS = ("output", "full_response", "response", "completion")
@@ -79,6 +82,12 @@ EOS_CONVENTION = ("output tokens count the end-of-sequence token of a trace that
 # (../shared/data/traces/README.md); a wrong tokenizer is off by hundreds in every trace.
 TOKEN_TOLERANCE = 8
 MISMATCH_SHARE = 0.05
+# Without recorded counts a wrong tokenizer is otherwise silent (issue 31: 2.232 tokens/step instead of
+# 1.876): its ids (added tokens included) must then be within this share of the model's embedding rows
+# (the R1 tokenizer in ../shared/tokenizers: 152,064 ids, against 151,936 rows for 1.5B and 152,064 for
+# 7B/14B; the tiny model's has 512), and the first ROUND_TRIP_TRACES traces must survive a decode/re-encode.
+VOCAB_SLACK = 0.01
+ROUND_TRIP_TRACES = 16
 # Files above this size show progress while they are checked.
 LONG_FILE_BYTES = 20 * 2**20
 _SIZE = re.compile(r"(?<![0-9a-z.])(\d+(?:\.\d+)?)b(?![a-z0-9])")
@@ -392,10 +401,46 @@ def _iterate(reader: _Reader, path: Path) -> Iterator[tuple[str, dict, Trace, in
     return _folder_traces(reader, path) if path.is_dir() else _jsonl_traces(reader, path)
 
 
+def _advice(reader: _Reader) -> str:
+    return (f"the tokenizer ({reader.tokenizer_path}) is probably not the one that wrote these traces; give the "
+            "model's own with --tokenizer (replay CLI) or trace_tokenizer (studies)")
+
+
+def _round_trips(reader: _Reader, record: dict, trace: Trace) -> bool:
+    """Whether a trace survives its tokenizer both ways: text -> ids -> the same text, or (traces given
+    as ids) ids -> text -> as many ids, within ``TOKEN_TOLERANCE`` (sampled ids need not be canonical)."""
+    text = None if "output_ids" in record else _first(record, TEXT_FIELDS)
+    ids = list(trace.output_ids)
+    if text is not None and trace.ended and reader.eos_id is not None:
+        ids = ids[:-1]  # the end-of-sequence token the reader appended
+    decoded = reader.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    if text is not None:
+        return decoded == str(text)
+    return abs(len(reader.encode(decoded)) - len(ids)) <= TOKEN_TOLERANCE
+
+
+def _check_without_counts(path: Path, reader: _Reader, total: int, failed: list[str]) -> str:
+    """No recorded token count to check the tokenizer against: its vocabulary against the model's
+    embedding rows and a round trip of a sample instead. Refuses a clear mismatch; else the note."""
+    missing = f"no recorded token counts ({' or '.join(COUNT_FIELDS)})"
+    sampled = min(total, ROUND_TRIP_TRACES)
+    rows = (shape_config(reader.model) or {}).get("vocab_size")
+    ids = len(reader.tokenizer)
+    if isinstance(rows, int) and abs(ids - rows) > VOCAB_SLACK * rows:
+        raise ConfigError(f"{path}: {missing} to check the tokenizer against, and its {ids} ids (added tokens included) are not the vocabulary of "
+                          f"{reader.model.key} ({rows} embedding rows, ±{VOCAB_SLACK:.0%}): {_advice(reader)}")
+    if len(failed) > max(1, int(MISMATCH_SHARE * sampled)):
+        raise ConfigError(f"{path}: {missing} to check the tokenizer against, and {len(failed)} of the first {sampled} traces do not survive a "
+                          f"decode/re-encode round trip with it (first: {_line(failed[0])}): {_advice(reader)}")
+    vocabulary = (f"its {ids} ids against {reader.model.key}'s {rows} embedding rows (±{VOCAB_SLACK:.0%})"
+                  if isinstance(rows, int) else f"no shipped shape of {reader.model.key} to check its vocabulary against")
+    return (f"{missing}: the tokenizer could not be checked against them; checked instead: {vocabulary}, and a "
+            f"decode/re-encode round trip of {sampled} of its {total} traces")
+
+
 def _check_counts(path: Path, reader: _Reader, offsets: list[tuple[str, str, int]], total: int) -> list[str]:
     """Refuse a set whose recorded token counts the tokenizer cannot reproduce; report exceptions."""
-    advice = (f"the tokenizer ({reader.tokenizer_path}) is probably not the one that wrote these traces; give the "
-              "model's own with --tokenizer (replay CLI) or trace_tokenizer (studies)")
+    advice = _advice(reader)
     for where, problem_id, offset in offsets:
         if abs(offset) > TOKEN_TOLERANCE:
             raise ConfigError(f"{where} ({problem_id}): the recorded token count is {offset:+d} off the re-tokenized "
@@ -438,6 +483,7 @@ def load_trace_set(path: str | Path, model: ModelSpec, source: ModelSource, data
     named = None if path.is_dir() else name_evidence(path, model)
     reader = _Reader(model, source, dataset)
     declared, temperature, count, gold_differs = None, None, 0, 0
+    counted, round_trip_failed = 0, []  # traces with a recorded token count; sampled ones failing a round trip
     seen: dict[tuple, str] = {}
     offsets: list[tuple[str, str, int]] = []
     prefill_offsets: list[int] = []
@@ -456,6 +502,9 @@ def load_trace_set(path: str | Path, model: ModelSpec, source: ModelSource, data
             seen[key] = where
             if offset:
                 offsets.append((where, trace.problem_id, offset))
+            counted += offset is not None
+            if offset is None and not path.is_dir() and count < ROUND_TRIP_TRACES and not _round_trips(reader, record, trace):
+                round_trip_failed.append(where)
             prefill = _recorded_count(record, where, ("prefill_tokens",))
             if prefill is not None and prefill != len(trace.prompt_ids):
                 prefill_offsets.append(prefill - len(trace.prompt_ids))
@@ -466,6 +515,8 @@ def load_trace_set(path: str | Path, model: ModelSpec, source: ModelSource, data
     if not count:
         raise ConfigError(f"trace set {path} holds no traces")
     notes = _check_counts(path, reader, offsets, count)
+    if not counted and not path.is_dir():
+        notes.append(_check_without_counts(path, reader, count, round_trip_failed))
     dataset = reader.dataset
     if path.is_dir():
         identity = read_json(path / "run.json")["identity"]

@@ -26,15 +26,15 @@ import pandas as pd
 
 from tts_utils import provenance
 from tts_utils.cli import run, study_config, study_parser
-from tts_utils.config import ConfigError, StudyConfig
+from tts_utils.config import StudyConfig
 from tts_utils.engine import vllm_compat
 from tts_utils.engine.runner import RequestSpec, counter_delta, make_client, read_counters, stream_one
 from tts_utils.engine.server import VLLMServer
+from tts_utils.errors import ConfigError, CorruptResultError
 from tts_utils.intervals import interval
 from tts_utils.models import get_model
 from tts_utils.paths import acceptance_dir
 from tts_utils.store import (
-    CorruptResultError,
     append_record,
     atomic_write_json,
     read_json,

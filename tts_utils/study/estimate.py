@@ -36,14 +36,14 @@ from tts_utils.study.run_costs import (
     ESTIMATE_CSV,
     ESTIMATE_JSON,
     EXPECTED_OUTPUT_TOKENS,
-    LENGTH_STAND_IN,
-    NGRAM_LATENCY_FACTOR,
     NOTEBOOK_ORDER,
     EstimatedRun,
     Node,
     decode_seconds,
     engine_start_s,
     expected_tokens,
+    length_stand_in,
+    ngram_latency_factor,
     node_for,
     place,
     study_runs,
@@ -148,7 +148,7 @@ def _tokens_source(config: StudyConfig, upper_bound: bool) -> str:
         return "upper bound, every request runs to the largest budget"
     sources = []
     for key in config.model_keys:
-        table = LENGTH_STAND_IN.get(key, key)
+        table = length_stand_in(key)
         sources.append(f"{key}: the largest budget" if table not in EXPECTED_OUTPUT_TOKENS
                        else f"{key}: {table} traces' mean" + ("" if table == key else " (stand-in)"))
     return "; ".join(sources)
@@ -172,7 +172,7 @@ def estimate_plans(plans: list[RunPlan], accelerator: str = "gpu") -> pd.DataFra
         requests = len(plan.request_specs("one-pass"))
         budget = max(plan.budgets)
         tokens = expected_tokens(plan.model.key, budget, upper_bound=plan.system_only)
-        factor = NGRAM_LATENCY_FACTOR.get(plan.model.key.removeprefix("s1.1-"), 1.0) if "ngram" in plan.method else 1.0
+        factor = ngram_latency_factor(plan.model.key, plan.method)
         seconds = engine_start_s(plan.tensor_parallel_size, accelerator) + factor * decode_seconds(
             plan.model.key, plan.tensor_parallel_size, requests, tokens, plan.concurrency, budget)
         rows.append({

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tts_utils.config import ConfigError
+from tts_utils.errors import ConfigError
 from tts_utils.hardware import detect
 from tts_utils.paths import PACKAGE_DIR, REPO_ROOT, cache_dir, outputs_dir
 from tts_utils.store import append_record, read_records

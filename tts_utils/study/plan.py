@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from tts_utils.banners import RANDOM_WEIGHTS, REAL_WEIGHTS
-from tts_utils.config import ConfigError, StudyConfig
+from tts_utils.config import StudyConfig
 from tts_utils.data import ProblemSet, load_problems
 from tts_utils.engine.model_source import (
     ModelSource,
@@ -27,9 +27,10 @@ from tts_utils.engine.runner import (
     RequestSpec,
     SamplingConfig,
 )
-from tts_utils.engine.server import EngineConfig, EngineStartError, SpeculativeConfig, check_memory
+from tts_utils.engine.server import EngineConfig, SpeculativeConfig, check_memory
+from tts_utils.errors import ConfigError, EngineStartError
 from tts_utils.hardware import detect
-from tts_utils.models import ModelSpec, get_model
+from tts_utils.models import RANDOM_WEIGHTS_MARKER, ModelSpec, get_model
 from tts_utils.paths import study_dir
 from tts_utils.speculation.replay_sets import replayed_rates
 from tts_utils.store import (
@@ -207,6 +208,7 @@ def plan_runs(config: StudyConfig, notebook: str) -> tuple[list[RunPlan], list[s
         model_config = load_model_config(source)
         if key in config.local_model_dirs and config.load_format != "dummy":
             check_local_shape(key, model, model_config, config.local_model_dirs[key])
+        check_embedding_rows(key, len(tokenizer), model_config, source.engine_path)
         if speculative is not None and speculative.method == "draft_model":
             speculative = with_vocabulary_check(speculative, config, key, model_config)
         prompt_ids = tuple(tuple(tokenizer(model.prompt(p.problem), add_special_tokens=False)["input_ids"])
@@ -272,14 +274,39 @@ SHAPE_FIELDS = ("architectures", "hidden_size", "num_hidden_layers", "num_attent
 
 def check_local_shape(key: str, model: ModelSpec, local: dict, folder: str) -> None:
     """A ``model_paths`` folder must hold the architecture its key names: a tiny or another model's
-    folder given as ``1.5b`` would otherwise run, and be reported, as 1.5B."""
+    folder given as ``1.5b`` would otherwise run, and be reported, as 1.5B. A ``random_weights``
+    folder may have more embedding rows than the shape, where its marker says it gave its
+    tokenizer's added tokens rows."""
     shipped = shape_config(model)
     if shipped is None:
         return
+    raised = _raised_rows(folder)
     differ = [f"{name} {local.get(name)!r} (a {key} has {shipped[name]!r})" for name in SHAPE_FIELDS
-              if name in shipped and local.get(name) != shipped[name]]
+              if name in shipped and local.get(name) != shipped[name]
+              and not (name == "vocab_size" and raised == {"shape": shipped[name], "written": local.get(name)})]
     if differ:
         raise ConfigError(f"model_paths: {folder} is not a {key} checkpoint: {'; '.join(differ)}")
+
+
+def _raised_rows(folder: str) -> dict | None:
+    """``{"shape": rows, "written": rows}`` where ``random_weights`` sized a folder's embedding past
+    its shape to cover the tokenizer's added tokens (its marker records it); else None."""
+    marker = Path(folder).expanduser() / RANDOM_WEIGHTS_MARKER
+    try:
+        raised = json.loads(marker.read_text(encoding="utf-8")).get("vocab_size_raised")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return {"shape": raised.get("shape"), "written": raised.get("written")} if isinstance(raised, dict) else None
+
+
+def check_embedding_rows(key: str, token_ids: int, model_config: dict, where: str) -> None:
+    """Every id the tokenizer has (``len(tokenizer)``, added tokens included) needs an embedding row:
+    a larger tokenizer passes every other check and crashes the engine at warm-up."""
+    rows = model_config.get("vocab_size")
+    if isinstance(rows, int) and token_ids > rows:
+        raise ConfigError(f"{key} ({where}): its tokenizer has {token_ids} ids (added tokens included) but the model's "
+                          f"embedding has {rows} rows (config.json vocab_size); give the model its own tokenizer, or "
+                          "write the folder again with python -m tts_utils random_weights (it gives every id a row)")
 
 
 def cpu_engine(config: StudyConfig) -> bool:

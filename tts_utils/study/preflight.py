@@ -6,8 +6,9 @@ model key, and, with ``deep``, every trace as 03_spec will check it: counts, con
 the model the file names), the tokenizer the traces are read with (a missing folder, or a hub id
 while the hub is unreachable and the id is not cached: said at once, naming ``trace_tokenizer``),
 and the dataset (a file is read; ``hub`` needs the hub). The profile itself is checked when read
-(config.read_profile: an empty file is an error). Used by pipeline.py (check, reproduce, run) and
-sweep.py (every sweep, dry runs included).
+(config.read_profile: an empty file is an error). ``plan_every_run`` plans every run of 01-03 and
+resolves what 03 and 04 would resolve late (proxies, ``tp_import``). Used by pipeline.py (check,
+reproduce, run) and sweep.py (every sweep, dry runs included).
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from tts_utils.config import ConfigError, StudyConfig
+from tts_utils.config import StudyConfig
 from tts_utils.data import HUB_DATASET, hub_reachable, load_problems
 from tts_utils.engine.model_source import check_tokenizer_reachable
-from tts_utils.speculation.trace_sets import OWN, PROXY, trace_entries, trace_source
+from tts_utils.errors import ConfigError
+from tts_utils.hardware import detect
+from tts_utils.paths import study_dir
+from tts_utils.speculation.trace_sets import PROXY, check_proxies, own_models, trace_entries, trace_source
 from tts_utils.speculation.traces import load_trace_set
 from tts_utils.study.plan import NOTEBOOK_METHODS, cpu_engine, plan_runs
+from tts_utils.study.tp_import import check_tp_import, greedy_run_hardware
 
 TOKENIZER_HINT = "give a local tokenizer folder with trace_tokenizer (--set trace_tokenizer=DIR)"
 
@@ -54,22 +59,40 @@ def check_dataset(dataset: str) -> None:
         load_problems(dataset, 0, 0)
 
 
+def check_late_inputs(config: StudyConfig) -> None:
+    """What 03 and 04 resolve hours later, refused now: proxies without a trace set to stand in
+    (trace_sets.check_proxies) and ``tp_import`` entries (study/tp_import.py) as 04 will read them,
+    against the device this study runs on (its finished runs' on a dry run)."""
+    if any(entry.partition("=")[2].strip().startswith(PROXY) for entry in config.trace_sets):
+        check_proxies(trace_entries(config, with_own=False), own_models(config))
+    if config.tp_import:
+        models = set(config.model_keys) | {entry.partition("=")[0].strip() for entry in config.trace_sets if "=" in entry}
+        own_hardware = set() if config.dry_run else {detect().describe()}
+        if study_dir(config.study).is_dir():
+            own_hardware |= set(greedy_run_hardware(study_dir(config.study), models))
+        check_tp_import(config.tp_import, config.study, own_hardware, models, config.tp_import_any_hardware)
+
+
 def plan_every_run(config: StudyConfig) -> list[str]:
     """Plan every run of 01-03 as the sweeps will, so that what a later notebook refuses (a GPU-only
-    setting on a CPU, forcing past the context, memory) is refused now, before 00 starts. Rates
-    replayed from trace sets do not exist before 03 replays them: there, each model needs a trace set
-    (or a proxy) to replay, and the runs are planned with the engine's acceptance in their place.
+    setting on a CPU, forcing past the context, memory, a proxy or ``tp_import`` that cannot be
+    resolved) is refused now, before 00 starts. Rates replayed from trace sets do not exist before 03
+    replays them: there, each model needs a trace set (or a proxy, or its own greedy runs) to replay,
+    and the runs are planned with the engine's acceptance in their place.
     Returns one line per sweep notebook: what it will run."""
+    check_late_inputs(config)
     lines = []
     for notebook in NOTEBOOK_METHODS:
         planned = config
         if notebook == "03_spec" and config.spec_acceptance == "replay" and not cpu_engine(config):
-            named = {entry.model for entry in trace_entries(config, with_own=False)}
-            own = not config.trace_sets or any(entry.split("=")[-1].strip() == OWN for entry in config.trace_sets)
-            missing = [key for key in config.model_keys if key not in named and not own]
+            named = {entry.model for entry in trace_entries(config, with_own=False)} | own_models(config)
+            missing = [key for key in config.model_keys if key not in named]
             if missing:
+                greedy = (f"; own replays greedy runs only, and at temperature {config.temperature} 01_greedy "
+                          "writes none" if config.temperature != 0 and own_models(replace(config, temperature=0))
+                          else "")
                 raise ConfigError(f"spec_acceptance: replay needs a trace set for {', '.join(missing)} in trace_sets "
-                                  "(MODEL=PATH, MODEL=public:NAME or MODEL=proxy:OTHER)")
+                                  f"(MODEL=PATH, MODEL=public:NAME, MODEL=proxy:OTHER or MODEL=own){greedy}")
             planned = replace(config, spec_acceptance="engine")
         runs, skipped = plan_runs(planned, notebook)
         lines.append(f"{notebook}: {len(runs)} run(s)" + (f"; {'; '.join(skipped)}" if skipped else ""))

@@ -14,6 +14,7 @@ import numpy as np
 
 from tts_utils.data import resolve_source
 from tts_utils.hardware import detect
+from tts_utils.models import size_key
 from tts_utils.paths import BUILTIN_PROBLEMS_FILE
 from tts_utils.study.plan import (
     BATCH_CHECK_PROBLEMS,
@@ -64,8 +65,8 @@ EXPECTED_OUTPUT_TOKENS = {
     "7b": {1024: 994, 2048: 1825, 4096: 2658, 8192: 3304, 16384: 3965},
 }
 HIT_LARGEST_FRACTION = {"1.5b": 0.05, "7b": 0.05}  # share of traces at the table's largest budget
-# No traces of these: 14B takes 7B's lengths; s1.1 models take their R1-Distill size's.
-LENGTH_STAND_IN = {"14b": "7b", "s1.1-1.5b": "1.5b", "s1.1-7b": "7b", "s1.1-14b": "7b"}
+# No traces of these: 14B takes 7B's lengths (s1.1 models take their R1-Distill size's: length_stand_in).
+LENGTH_STAND_IN = {"14b": "7b"}
 # n-gram latency / greedy latency at real-trace acceptance, the worst budget of the step-cost model
 # on the replayed traces (README, h200-realistic: 1.5B 1.30-1.47x, 7B 1.07x at 1K to 0.87x at 16K).
 # 14B takes 7B's (its step without a draft costs less, 1.4x a plain step vs 1.9x: conservative).
@@ -113,7 +114,7 @@ def ms_per_token(model_key: str, tensor_parallel_size: int) -> float:
     """Decode ms per token at concurrency 1 (s1.1 keys share their size's shape)."""
     if model_key == "tiny":
         return TINY_CPU_MS_PER_TOKEN
-    size = model_key.removeprefix("s1.1-")
+    size = size_key(model_key)
     return MS_PER_TOKEN.get((size, tensor_parallel_size), MS_PER_TOKEN.get((size, 1), 10.0))
 
 
@@ -123,25 +124,36 @@ def engine_start_s(tensor_parallel_size: int, accelerator: str = "gpu") -> float
     return ENGINE_START_S.get(tensor_parallel_size, max(ENGINE_START_S.values()))
 
 
+def length_stand_in(model_key: str) -> str:
+    """The model whose traces' output lengths ``model_key`` takes: its size's (``LENGTH_STAND_IN``)."""
+    size = size_key(model_key)
+    return LENGTH_STAND_IN.get(size, size)
+
+
+def ngram_latency_factor(model_key: str, method: str) -> float:
+    """n-gram latency / greedy latency for the model's size (``NGRAM_LATENCY_FACTOR``); 1.0 for
+    any other method."""
+    return NGRAM_LATENCY_FACTOR.get(size_key(model_key), 1.0) if method.startswith("ngram") else 1.0
+
+
 def expected_tokens(model_key: str, budget: int, upper_bound: bool = False) -> float:
     """Mean output tokens of a request with this budget: the traces' table (interpolated; past its
     largest budget, the share that hit it keeps growing), or the budget itself when ``upper_bound``,
     for the tiny model and in system-only runs (random weights run to the budget)."""
-    table = EXPECTED_OUTPUT_TOKENS.get(LENGTH_STAND_IN.get(model_key, model_key))
+    table = EXPECTED_OUTPUT_TOKENS.get(length_stand_in(model_key))
     if upper_bound or table is None:
         return float(budget)
     budgets, means = [0, *table], [0, *table.values()]
     if budget > budgets[-1]:
-        share = HIT_LARGEST_FRACTION[LENGTH_STAND_IN.get(model_key, model_key)]
+        share = HIT_LARGEST_FRACTION[length_stand_in(model_key)]
         return means[-1] + share * (budget - budgets[-1])
     return float(min(budget, np.interp(budget, budgets, means)))
 
 
 def batched_tokens_per_s(model_key: str, tensor_parallel_size: int, concurrency: int) -> float:
     """Throughput at a concurrency: linear from the concurrency-1 rate up to the batched default."""
-    size = "tiny" if model_key == "tiny" else model_key.removeprefix("s1.1-")
     single = 1000.0 / ms_per_token(model_key, tensor_parallel_size)
-    saturated = BATCHED_TOKENS_PER_S.get(size, 2_500.0) * single / (1000.0 / ms_per_token(model_key, 1))
+    saturated = BATCHED_TOKENS_PER_S.get(size_key(model_key), 2_500.0) * single / (1000.0 / ms_per_token(model_key, 1))
     return min(concurrency * single, saturated)
 
 
@@ -196,36 +208,38 @@ def problem_count(config: StudyConfig) -> int:
     return min(config.num_problems, available) if config.num_problems else available
 
 
-def _run(config: StudyConfig, node: Node, notebook: str, key: str, method: str, size: int, role: str,
-         problems: int, concurrency: int, upper_bound: bool) -> EstimatedRun:
+def _run(config: StudyConfig, node: Node, *, notebook: str, model_key: str, method: str, tensor_parallel_size: int,
+         role: str, problems: int, concurrency: int, upper_bound: bool) -> EstimatedRun:
+    """One engine run of ``study_runs`` and what it costs on ``node``."""
     budget = config.max_budget
-    tokens = expected_tokens(key, budget, upper_bound)
+    tokens = expected_tokens(model_key, budget, upper_bound)
     requests = problems * config.samples_per_problem
-    factor = NGRAM_LATENCY_FACTOR.get(key.removeprefix("s1.1-"), 1.0) if method.startswith("ngram") else 1.0
+    factor = ngram_latency_factor(model_key, method)
     invariant = role == "accuracy" and node.accelerator == "gpu"
-    start = BATCHED_ENGINE_START_S if invariant else engine_start_s(size, node.accelerator)
+    start = BATCHED_ENGINE_START_S if invariant else engine_start_s(tensor_parallel_size, node.accelerator)
+    step_ms = ms_per_token(model_key, tensor_parallel_size)
 
     def decode(count: int, at_concurrency: int) -> float:
-        return decode_seconds(key, size, count, tokens, at_concurrency, budget) * factor
+        return decode_seconds(model_key, tensor_parallel_size, count, tokens, at_concurrency, budget) * factor
 
     extra_s = 0.0
     if role == "accuracy":
-        slowdown = BATCH_INVARIANT_SLOWDOWN.get(key.removeprefix("s1.1-"), BATCH_INVARIANT_SLOWDOWN_DEFAULT)
+        slowdown = BATCH_INVARIANT_SLOWDOWN.get(size_key(model_key), BATCH_INVARIANT_SLOWDOWN_DEFAULT)
         extra_s = decode(BATCH_CHECK_PROBLEMS, 1) * (slowdown if invariant else 1.0)
     elif len(config.budgets) > 1:
         smallest = min(config.budgets)
-        extra_s = ONE_PASS_CHECK_PROBLEMS * expected_tokens(key, smallest, upper_bound) * ms_per_token(key, size) / 1e3
+        extra_s = ONE_PASS_CHECK_PROBLEMS * expected_tokens(model_key, smallest, upper_bound) * step_ms / 1e3
     if method.startswith("ngram"):
         # The first probe runs to the largest budget (plan.RunPlan.probe_specs); no-draft steps cost more than plain ones.
         probe_tokens = budget + (PROBE_REQUESTS - 1) * min(budget, PROBE_MAX_TOKENS)
-        extra_s += probe_tokens * ms_per_token(key, size) * NO_DRAFT_STEP_FACTOR.get(key.removeprefix("s1.1-"), 1.0) / 1e3
+        extra_s += probe_tokens * step_ms * NO_DRAFT_STEP_FACTOR.get(size_key(model_key), 1.0) / 1e3
     graded = 0 if config.system_only else requests * len(config.budgets)
     engine_s = start + decode(requests, concurrency) + extra_s
     all_problems = problem_count(config)
     fallback_s = (start + decode(all_problems * config.samples_per_problem, concurrency) + extra_s
                   if role == "latency" and problems < all_problems else engine_s)
-    return EstimatedRun(notebook, key, method, size, role, problems, requests, concurrency, round(tokens, 1),
-                        round(engine_s, 1), round(graded * GRADE_S_PER_ITEM, 1), round(fallback_s, 1))
+    return EstimatedRun(notebook, model_key, method, tensor_parallel_size, role, problems, requests, concurrency,
+                        round(tokens, 1), round(engine_s, 1), round(graded * GRADE_S_PER_ITEM, 1), round(fallback_s, 1))
 
 
 def study_runs(config: StudyConfig, node: Node, upper_bound: bool = False) -> tuple[list[EstimatedRun], list[str]]:
@@ -241,13 +255,16 @@ def study_runs(config: StudyConfig, node: Node, upper_bound: bool = False) -> tu
     latency_role = "latency" if config.batch_concurrency else "accuracy+latency"
     for key in config.model_keys:
         if config.batch_concurrency:
-            runs.append(_run(config, node, "01_greedy", key, BATCHED_METHOD, 1, "accuracy", problems,
-                             config.batch_concurrency, upper_bound))
+            runs.append(_run(config, node, notebook="01_greedy", model_key=key, method=BATCHED_METHOD,
+                             tensor_parallel_size=1, role="accuracy", problems=problems,
+                             concurrency=config.batch_concurrency, upper_bound=upper_bound))
         for size in [1, *(s for s in usable if s != 1)]:
-            runs.append(_run(config, node, "01_greedy" if size == 1 else "02_tp", key, "baseline", size,
-                             latency_role, latency_problems, config.concurrency, upper_bound))
-        runs.append(_run(config, node, "03_spec", key, _method_label(config), 1, latency_role, latency_problems,
-                         config.concurrency, upper_bound))
+            runs.append(_run(config, node, notebook="01_greedy" if size == 1 else "02_tp", model_key=key,
+                             method="baseline", tensor_parallel_size=size, role=latency_role,
+                             problems=latency_problems, concurrency=config.concurrency, upper_bound=upper_bound))
+        runs.append(_run(config, node, notebook="03_spec", model_key=key, method=_method_label(config),
+                         tensor_parallel_size=1, role=latency_role, problems=latency_problems,
+                         concurrency=config.concurrency, upper_bound=upper_bound))
     return runs, skipped
 
 

@@ -1,13 +1,15 @@
-"""One engine session of a run: start the engine, run the missing requests, then the one-pass,
-batch-invariance and prediction checks, the no-draft probe and budget forcing; record the session.
-Used by sweep.execute (01-03).
+"""One engine session of a run, as a list of tasks (``TASKS``): the missing requests, the one-pass
+and batch-invariance checks, the no-draft probe, the prediction check and budget forcing. The engine
+starts only when one has work; the session is recorded in segments.jsonl. Used by sweep.execute (01-03).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tts_utils import provenance
 from tts_utils.engine.energy import ENERGY_KEYS, EnergyMeter, used_gpu_indices
@@ -38,6 +40,9 @@ from tts_utils.study.plan import (
     RunPlan,
 )
 from tts_utils.study.results import latency_scope, prediction_check
+
+if TYPE_CHECKING:
+    import httpx
 
 
 def _warm_up(client, server: VLLMServer, plan: RunPlan) -> None:
@@ -111,97 +116,226 @@ def _measure(client, server: VLLMServer, plan: RunPlan, target: Path, specs: lis
     return {**counters, **meter.reading.to_counters()}
 
 
-def engine_session(plan: RunPlan, folder: RunFolder, budget_mode: str | None) -> str:
-    """Start an engine, run what is missing (and the one-pass, batch and prediction checks),
-    record the session."""
+@dataclass
+class Session:
+    """What the tasks of one engine session share: the run, what was on disk when the session
+    opened, the engine once it is up, and the session's line in segments.jsonl."""
+
+    plan: RunPlan
+    folder: RunFolder
+    budget_mode: str | None  # None until the one-pass check decides it
+    every_problem: bool  # False: the latency subset only, unless the prediction check misses
+    scope: str  # the latency scope, as status.json records it
+    records: list[dict]  # the requests on disk when the session opened
+    missing: list[RequestSpec]  # the requests the run still needs, as of then
+    client: httpx.Client | None = None
+    server: VLLMServer | None = None
+    record: dict = field(default_factory=dict)  # this session's line in segments.jsonl
+    deltas: list[dict] = field(default_factory=list)  # /metrics counter deltas and energy per measured batch
+    counted: int = 0  # requests whose engine counters are in ``deltas``
+
+    @property
+    def mode(self) -> str:
+        """The budget mode that stands: one-pass unless a check said otherwise."""
+        return self.budget_mode or "one-pass"
+
+    def measure(self, specs: list[RequestSpec]) -> None:
+        """Run requests into requests.jsonl, keeping their counters and energy for the session's line."""
+        self.deltas.append(_measure(self.client, self.server, self.plan, self.folder.requests_file, specs))
+        self.counted += len(specs)
+
+    def measure_not_on_disk(self, specs: list[RequestSpec]) -> None:
+        """Run those of ``specs`` that requests.jsonl does not hold yet."""
+        done = {r["request_id"] for r in read_records(self.folder.requests_file)}
+        self.measure([s for s in specs if s.request_id not in done])
+
+
+@dataclass(frozen=True)
+class SessionTask:
+    """One task of an engine session.
+
+    ``due``: whether it has work, read from disk before the engine starts (the engine starts only
+    when some task has). ``run``: with the engine up, does the work there is then, which an earlier
+    task may have added to (the budget-forcing continuations of requests just measured).
+    """
+
+    due: Callable[[Session], bool]
+    run: Callable[[Session], None]
+
+
+def _open(plan: RunPlan, folder: RunFolder, budget_mode: str | None) -> Session:
+    """The session's view of the run folder: requests on disk (a torn last line repaired), the
+    latency scope, and the requests still missing."""
     records = read_records(folder.requests_file, repair=True)
     done = {r["request_id"] for r in records}
     every_problem, scope = latency_scope(plan, folder)
     missing = [s for s in plan.request_specs(budget_mode or "one-pass", every_problem) if s.request_id not in done]
-    needs_check = budget_mode is None and len(plan.budgets) > 1 and not plan.batched
-    needs_batch_check = plan.batched and "batch_check" not in folder.status()
-    needs_gate = not every_problem and "prediction_check" not in folder.status()
-    needs_probe = len(read_records(folder.probe_file)) < plan.probe_requests
-    needs_force = bool(plan.force_answer_tokens) and (bool(missing) or _forcing_pending(plan, folder, records))
-    if not (missing or needs_check or needs_batch_check or needs_gate or needs_probe or needs_force):
-        return budget_mode or "one-pass"
-    folder.set_status("running", budget_mode=budget_mode, done=len(done), latency_scope=scope)
-    session = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "provenance": provenance.collect()}
+    return Session(plan, folder, budget_mode, every_problem, scope, records, missing)
+
+
+def _missing_due(session: Session) -> bool:
+    return bool(session.missing)
+
+
+def _measure_missing(session: Session) -> None:
+    """The requests the run needed when the session opened."""
+    if session.missing:
+        session.measure(session.missing)
+
+
+def _one_pass_check_due(session: Session) -> bool:
+    return session.budget_mode is None and len(session.plan.budgets) > 1 and not session.plan.batched
+
+
+def _check_one_pass(session: Session) -> None:
+    """Shorter budgets are read off the long run's prefix; where re-runs at the smallest budget
+    differ, fall back to a separate run per budget."""
+    if not _one_pass_check_due(session):
+        return
+    plan, folder = session.plan, session.folder
+    check = verify_one_pass(session.client, session.server, plan, read_records(folder.requests_file))
+    session.budget_mode = "one-pass" if check["consistent"] else "separate"
+    folder.set_status("running", budget_mode=session.budget_mode, one_pass_check=check)
+    if session.budget_mode == "separate":
+        print(f"!! {plan.run_name}: runs at max_tokens={check['budget_tokens']} differ from the long "
+              f"run's prefix ({len(check['mismatches'])} of {len(check['checked'])} checked); "
+              "falling back to a separate run per budget for this configuration.")
+        session.measure_not_on_disk(plan.request_specs("separate", session.every_problem))
+
+
+def _batch_check_due(session: Session) -> bool:
+    return session.plan.batched and "batch_check" not in session.folder.status()
+
+
+def _check_batch_invariance(session: Session) -> None:
+    """Whether the batched pass's tokens stand for batch-1 runs; recorded, and said when not."""
+    if not _batch_check_due(session):
+        return
+    plan = session.plan
+    check = verify_batch_invariance(session.client, session.server, plan, read_records(session.folder.requests_file))
+    session.folder.set_status("running", batch_check=check)
+    if not check["consistent"]:
+        print(f"!! {plan.run_name}: the batched pass's greedy tokens differ from batch-1 tokens on "
+              f"{len(check['mismatches'])} of {len(check['checked'])} problems checked; latency runs of "
+              f"{plan.model.key} fall back to measuring every problem at concurrency 1.")
+
+
+def _probe_due(session: Session) -> bool:
+    return len(read_records(session.folder.probe_file)) < session.plan.probe_requests
+
+
+def _probe_without_draft(session: Session) -> None:
+    """The no-draft probe's requests not on disk yet, into probe.jsonl (their counters apart)."""
+    plan, folder = session.plan, session.folder
+    probed = {r["request_id"] for r in read_records(folder.probe_file)}
+    probes = [s for s in plan.probe_specs() if s.request_id not in probed]
+    if probes:
+        probe_sampling = replace(plan.sampling, temperature=0.0, presence_penalty=PROBE_PRESENCE_PENALTY)
+        session.record["probe_sampling"] = probe_sampling.identity()
+        session.record["probe"] = _measure(session.client, session.server, plan, folder.probe_file, probes,
+                                           probe_sampling)
+
+
+def _prediction_check_due(session: Session) -> bool:
+    return not session.every_problem and "prediction_check" not in session.folder.status()
+
+
+def _check_prediction(session: Session) -> None:
+    """A latency subset stands for every problem only if the step-cost prediction holds; else
+    every problem is measured now."""
+    if not _prediction_check_due(session):
+        return
+    plan, folder = session.plan, session.folder
+    gate = prediction_check(plan, folder)
+    folder.set_status("running", prediction_check=gate)
+    if not gate["passed"]:
+        session.scope = (f"every problem measured: the step-cost prediction missed by {gate['worst_error']:+.1%} "
+                         f"(tolerance {plan.prediction_tolerance:.0%})")
+        print(f"!! {plan.run_name}: {session.scope}; measuring the other problems now.")
+        folder.set_status("running", latency_scope=session.scope)
+        session.measure_not_on_disk(plan.request_specs(session.mode))
+
+
+def _forcing_due(session: Session) -> bool:
+    return bool(session.plan.force_answer_tokens) and (
+        bool(session.missing) or _forcing_pending(session.plan, session.folder, session.records))
+
+
+def _force_answers(session: Session) -> None:
+    """The budget-forcing continuations not on disk yet, once every budget's tokens are final
+    (one-pass or separate)."""
+    plan = session.plan
+    if not plan.force_answer_tokens:
+        return
+    forced_file = session.folder.path / budget_forcing.FORCED_FILE
+    session.record["forced_requests_run"] = budget_forcing.run_forcing(
+        session.client, session.server.base_url, plan, read_records(session.folder.requests_file), forced_file,
+        {r["request_id"] for r in read_records(forced_file)})
+
+
+# The session's tasks, in the order they run.
+TASKS = (
+    SessionTask(_missing_due, _measure_missing),
+    SessionTask(_one_pass_check_due, _check_one_pass),
+    SessionTask(_batch_check_due, _check_batch_invariance),
+    SessionTask(_probe_due, _probe_without_draft),
+    SessionTask(_prediction_check_due, _check_prediction),
+    SessionTask(_forcing_due, _force_answers),
+)
+
+
+def engine_session(plan: RunPlan, folder: RunFolder, budget_mode: str | None) -> str:
+    """Start an engine if a task has work, run the tasks, record the session; returns the budget
+    mode that stands (``one-pass`` or ``separate``)."""
+    session = _open(plan, folder, budget_mode)
+    if any(task.due(session) for task in TASKS):
+        folder.set_status("running", budget_mode=budget_mode, done=len({r["request_id"] for r in session.records}),
+                          latency_scope=session.scope)
+        _run_on_engine(session)
+    return session.mode
+
+
+def _run_on_engine(session: Session) -> None:
+    """Start the engine, warm it up and run every task in turn; the session's line is written even
+    when a task fails or the run is interrupted."""
+    plan = session.plan
+    session.record = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "provenance": provenance.collect()}
     started = time.monotonic()
-    deltas: list[dict] = []
-    counted = 0  # requests whose engine counters are in ``deltas``
-
-    def measure(specs: list[RequestSpec]) -> None:
-        nonlocal counted
-        deltas.append(_measure(client, server, plan, folder.requests_file, specs))
-        counted += len(specs)
-
-    server = VLLMServer(plan.engine, folder.engine_log, startup_timeout_s=plan.startup_timeout_s)
+    server = VLLMServer(plan.engine, session.folder.engine_log, startup_timeout_s=plan.startup_timeout_s)
     try:
         # The client is entered first so that it closes last: on an interrupt the engine stops first,
         # which ends any stream in flight, instead of the client waiting on that stream.
         with make_client(server.headers) as client, server:
-            session["engine_startup_s"] = server.startup_s
-            session["engine_version"] = client.get(f"{server.base_url}/version").json().get("version")
+            session.client, session.server = client, server
+            session.record["engine_startup_s"] = server.startup_s
+            session.record["engine_version"] = client.get(f"{server.base_url}/version").json().get("version")
             _warm_up(client, server, plan)
-            if missing:
-                measure(missing)
-            if needs_check:
-                check = verify_one_pass(client, server, plan, read_records(folder.requests_file))
-                budget_mode = "one-pass" if check["consistent"] else "separate"
-                folder.set_status("running", budget_mode=budget_mode, one_pass_check=check)
-                if budget_mode == "separate":
-                    print(f"!! {plan.run_name}: runs at max_tokens={check['budget_tokens']} differ from the long "
-                          f"run's prefix ({len(check['mismatches'])} of {len(check['checked'])} checked); "
-                          "falling back to a separate run per budget for this configuration.")
-                    done = {r["request_id"] for r in read_records(folder.requests_file)}
-                    measure([s for s in plan.request_specs("separate", every_problem) if s.request_id not in done])
-            if needs_batch_check:
-                check = verify_batch_invariance(client, server, plan, read_records(folder.requests_file))
-                folder.set_status("running", batch_check=check)
-                if not check["consistent"]:
-                    print(f"!! {plan.run_name}: the batched pass's greedy tokens differ from batch-1 tokens on "
-                          f"{len(check['mismatches'])} of {len(check['checked'])} problems checked; latency runs of "
-                          f"{plan.model.key} fall back to measuring every problem at concurrency 1.")
-            probed = {r["request_id"] for r in read_records(folder.probe_file)}
-            probes = [s for s in plan.probe_specs() if s.request_id not in probed]
-            if probes:
-                probe_sampling = replace(plan.sampling, temperature=0.0, presence_penalty=PROBE_PRESENCE_PENALTY)
-                session["probe_sampling"] = probe_sampling.identity()
-                session["probe"] = _measure(client, server, plan, folder.probe_file, probes, probe_sampling)
-            if needs_gate:
-                gate = prediction_check(plan, folder)
-                folder.set_status("running", prediction_check=gate)
-                if not gate["passed"]:
-                    scope = (f"every problem measured: the step-cost prediction missed by {gate['worst_error']:+.1%} "
-                             f"(tolerance {plan.prediction_tolerance:.0%})")
-                    print(f"!! {plan.run_name}: {scope}; measuring the other problems now.")
-                    folder.set_status("running", latency_scope=scope)
-                    done = {r["request_id"] for r in read_records(folder.requests_file)}
-                    measure([s for s in plan.request_specs(budget_mode or "one-pass") if s.request_id not in done])
-            if plan.force_answer_tokens:  # after every budget's tokens are final (one-pass or separate)
-                forced_file = folder.path / budget_forcing.FORCED_FILE
-                session["forced_requests_run"] = budget_forcing.run_forcing(
-                    client, server.base_url, plan, read_records(folder.requests_file), forced_file,
-                    {r["request_id"] for r in read_records(forced_file)})
+            for task in TASKS:
+                task.run(session)
     except BaseException as error:
-        session["interrupted"] = f"{type(error).__name__}: {error}".splitlines()[0]
+        session.record["interrupted"] = f"{type(error).__name__}: {error}".splitlines()[0]
         raise
     finally:
-        # Recorded even when interrupted: the requests that finished are on disk and the next
-        # session will not run them again, so their energy and time are kept here, and
-        # ``requests_counted`` < ``requests_run`` tells finalize that their engine counters are lost.
-        try:  # read only: a torn last line is repaired by the next session, as always
-            session["requests_run"] = len(read_records(folder.requests_file)) - len(records)
-        except Exception:  # an unreadable file is reported by the next read; this record must still be written
-            session["requests_run"] = None
-        session["requests_counted"] = counted
-        session["energy"] = [{k: d.get(k) for k in ENERGY_KEYS} for d in deltas]
-        session["counters"] = {k: sum(d.get(k, 0.0) for d in deltas) for d in deltas for k in d
-                               if k.startswith("vllm:")}
-        session["wall_s"] = time.monotonic() - started
-        append_record(folder.segments_file, session)
-    return budget_mode or "one-pass"
+        _record_session(session, started)
+
+
+def _record_session(session: Session, started: float) -> None:
+    """Append the session's line to segments.jsonl.
+
+    Recorded even when interrupted: the requests that finished are on disk and the next session
+    will not run them again, so their energy and time are kept here, and ``requests_counted`` <
+    ``requests_run`` tells finalize that their engine counters are lost.
+    """
+    record, deltas = session.record, session.deltas
+    try:  # read only: a torn last line is repaired by the next session, as always
+        record["requests_run"] = len(read_records(session.folder.requests_file)) - len(session.records)
+    except Exception:  # an unreadable file is reported by the next read; this record must still be written
+        record["requests_run"] = None
+    record["requests_counted"] = session.counted
+    record["energy"] = [{k: d.get(k) for k in ENERGY_KEYS} for d in deltas]
+    record["counters"] = {k: sum(d.get(k, 0.0) for d in deltas) for d in deltas for k in d if k.startswith("vllm:")}
+    record["wall_s"] = time.monotonic() - started
+    append_record(session.folder.segments_file, record)
 
 
 def _forcing_pending(plan: RunPlan, folder: RunFolder, records: list[dict]) -> bool:

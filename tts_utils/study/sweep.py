@@ -16,12 +16,12 @@ import pandas as pd
 
 from tts_utils import provenance
 from tts_utils.cli import run, study_config, study_parser
-from tts_utils.config import ConfigError, StudyConfig
+from tts_utils.config import StudyConfig
 from tts_utils.engine import vllm_compat
+from tts_utils.errors import ConfigError, CorruptResultError, SweepError
 from tts_utils.hardware import detect
 from tts_utils.speculation.replay_sets import run_replays
 from tts_utils.store import (
-    CorruptResultError,
     atomic_write_json,
     read_json,
     read_records,
@@ -34,9 +34,6 @@ from tts_utils.study.preflight import check_inputs
 from tts_utils.study.results import finalize, run_hardware
 from tts_utils.study.session import engine_session
 
-
-class SweepError(RuntimeError):
-    """One or more runs of a sweep failed; finished runs are kept."""
 
 def execute(plan: RunPlan) -> str:
     """Run one plan to completion, resuming what is on disk. Returns what happened."""
