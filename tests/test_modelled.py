@@ -28,6 +28,7 @@ from tts_utils.report.pick import for_accuracy, for_latency, pick_table
 from tts_utils.report.pick import main as pick_main
 from tts_utils.report.verdicts import check_all_claims
 from tts_utils.speculation.replay_sets import current_replay_folders, load_replays
+from tts_utils.store import write_sealed
 
 REFERENCE = REPO_ROOT / "reference_results"
 
@@ -172,15 +173,46 @@ def test_the_pick_never_depends_on_row_order_and_counts_a_configuration_once():
     assert fastest["pick"].startswith("B ") and "step costs" not in fastest["pick"] + fastest["tied_with"]
 
 
+def test_pick_ties_are_paired_over_the_problems_both_ran():
+    """n-gram 23% faster than greedy on every one of 40 problems whose lengths vary 10x: the unpaired
+    95% intervals overlap, the paired ratio 0.77 does not span 1, so with the request rows the two
+    are not tied; a configuration equal to the pick within noise still is."""
+    spread = np.random.default_rng(3).lognormal(0, 0.8, 40)
+    jitter = np.random.default_rng(4).normal(1.0, 0.02, 40)
+    frames = []
+    for method, factor in (("baseline", 1.0), ("ngram-spec", 0.77), ("eagle", 0.77)):
+        noise = jitter if method == "eagle" else 1.0
+        frames.append(pd.DataFrame({"problem_id": [f"p{i}" for i in range(40)], "sample_index": 0,
+                                    "request_id": [f"p{i}" for i in range(40)], "strict_correct": True,
+                                    "lenient_correct": True, "e2e_latency_s": spread * factor * noise,
+                                    "output_tokens": 100, "num_gpus": 1, "run_name": method, "model": "7b",
+                                    "method": method, "tensor_parallel_size": 1, "budget_tokens": 1024,
+                                    "system_only": False, "hardware": "1x NVIDIA H100", "grade_status": "ok",
+                                    "hit_budget": False, "ttft_s": 0.01, "tpot_s": 0.01}))
+    rows = pd.concat(frames, ignore_index=True)
+    from tts_utils.study.metrics import summarise
+
+    summary = summarise(rows, ["run_name", "model", "method", "tensor_parallel_size", "system_only", "hardware",
+                               "budget_tokens"])
+    table = configuration_table(rows, summary, 3.6).assign(evidence="measured")
+    greedy = table[table["method"] == "baseline"].iloc[0]
+    ngram = table[table["method"] == "ngram-spec"].iloc[0]
+    assert greedy["mean_e2e_latency_s_lo"] < ngram["mean_e2e_latency_s_hi"]  # unpaired intervals overlap
+    unpaired = for_accuracy(table, 0.8)[0]
+    paired = for_accuracy(table, 0.8, rows=rows)[0]
+    assert "greedy" in unpaired["tied_with"] and "greedy" not in paired["tied_with"]
+    assert paired["pick"].split()[1] in {"ngram-spec", "eagle"} and paired["ties"] == 1  # the other 0.77x one
+    assert pick_table(table, rows=rows).equals(pick_table(table.iloc[::-1].reset_index(drop=True), rows=rows))
+
+
 def test_pick_cli(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TTS_OUTPUTS_DIR", str(tmp_path))
     assert pick_main(["--study", "s", "--accuracy", "0.8"]) == 2
     assert "run 04_analysis first" in capsys.readouterr().err
-    (tmp_path / "figures" / "s").mkdir(parents=True)
-    _pick_table().to_csv(tmp_path / "figures" / "s" / "configurations.csv", index=False)
+    write_sealed(tmp_path / "figures" / "s" / "configurations.csv", _pick_table().to_csv(index=False))  # as 04 does
     assert pick_main(["--study", "s", "--accuracy", "0.8"]) == 0
     out = capsys.readouterr().out
-    assert "fastest with strict accuracy >= 0.8: B " in out and "tied (intervals overlap): A " in out
+    assert "fastest with strict accuracy >= 0.8: B " in out and "tied (95% intervals overlap; " in out
     assert pick_main(["--study", "s", "--latency-s", "-1"]) == 2
     assert pick_main(["--study", "s", "--accuracy", "1.5"]) == 2
     assert capsys.readouterr().err.count("error:") == 2

@@ -16,6 +16,7 @@ from tts_utils.notebook import REPORT_DIR_VARIABLE, LinkedTable
 from tts_utils.paths import REPO_ROOT, reports_dir
 from tts_utils.report.landing import write_landing_page
 from tts_utils.report.what_ran import executed_notebooks, unexpected_stderr
+from tts_utils.store import write_sealed
 
 REFERENCE = REPO_ROOT / "reference_results"
 
@@ -80,7 +81,7 @@ def test_landing_page_answers_from_result_files(reference_study: str, outputs_di
 def test_landing_page_says_when_analysis_is_missing_or_behind(reference_study: str, outputs_dir: Path) -> None:
     table = outputs_dir / "figures" / reference_study / "table.csv"
     frame = pd.read_csv(table)
-    frame[frame["model"] != "7b"].to_csv(table, index=False)
+    write_sealed(table, frame[frame["model"] != "7b"].to_csv(index=False))  # as 04 writes it
     assert "A run finished after 04_analysis last ran" in write_landing_page(reference_study).read_text()
     shutil.rmtree(outputs_dir / "figures")
     page = write_landing_page(reference_study).read_text()

@@ -74,7 +74,7 @@ def test_a_corrupted_results_file_is_excluded_and_named(outputs_dir) -> None:
     assert len(results.summary) == 1 and list(results.runs["run_name"]) == ["good"]
     reasons = dict(results.excluded)
     assert "results.csv: checksum does not match" in reasons[str(bad.path)]
-    assert reasons[str(partial.path)] == "run is incomplete, not complete"
+    assert reasons[str(partial.path)] == "unfinished (incomplete): 3 request(s) done; running its sweep again resumes it"
 
 
 def test_a_second_sweep_on_the_same_study_is_refused() -> None:

@@ -3,24 +3,32 @@
 ``PLUMBING_WARNING``: the embedded default (the tiny random-weight model on CPU);
 ``SYSTEM_ONLY_WARNING``: real architectures with random weights; ``RANDOM_WEIGHTS_WARNING``: a folder
 written by ``random_weights`` loaded as a checkpoint. ``shout`` frames one for a console
-or a notebook. Used by notebook.py (00-04), pipeline.py and report/landing.py.
+or a notebook. Each warning opens with its label (``PLUMBING_LABEL``, ...); the ``*_NOTE`` forms say
+the same in a sentence about one model's numbers (report/findings.py, 01-03's closing cells). Used by
+notebook.py (00-04), pipeline.py, report/landing.py and report/findings.py.
 """
 
 from __future__ import annotations
 
+PLUMBING_LABEL, SYSTEM_ONLY_LABEL, RANDOM_WEIGHTS_LABEL = "EMBEDDED DEFAULT", "SYSTEM-ONLY MODE", "RANDOM WEIGHTS"
 PLUMBING_WARNING = (
-    "EMBEDDED DEFAULT: a random-weight tiny model on CPU. These numbers measure the kit's plumbing, "
+    f"{PLUMBING_LABEL}: a random-weight tiny model on CPU. These numbers measure the kit's plumbing, "
     "not reasoning, accuracy or any real hardware's serving speed."
 )
 SYSTEM_ONLY_WARNING = (
-    "SYSTEM-ONLY MODE: real architectures with random weights (load_format: dummy). Latency and cost "
+    f"{SYSTEM_ONLY_LABEL}: real architectures with random weights (load_format: dummy). Latency and cost "
     "are those of the architecture on this hardware; the runs' own accuracy is not computed."
 )
 RANDOM_WEIGHTS_WARNING = (
-    "RANDOM WEIGHTS: {models} loaded from a folder written by tts_utils random_weights. The engine path is the "
-    "real one, but the text is noise: accuracy and n-gram acceptance are those of noise, not of the model; "
+    RANDOM_WEIGHTS_LABEL + ": {models} loaded from a folder written by tts_utils random_weights. "
+    "The engine path is the real one, but the text is noise: accuracy and n-gram acceptance are those of noise, not of the model; "
     "latency and cost are the architecture's on this hardware."
 )
+# The warnings' words for one model's numbers in a sentence.
+PLUMBING_NOTE = f"{PLUMBING_LABEL}: the kit's plumbing, not reasoning, accuracy or real serving speed"
+SYSTEM_ONLY_NOTE = f"{SYSTEM_ONLY_LABEL}: random weights, so latency and cost only, no accuracy"
+RANDOM_WEIGHTS_NOTE = (f"{RANDOM_WEIGHTS_LABEL}: the text is noise, so accuracy and n-gram acceptance are "
+                       "those of noise; latency and cost are the architecture's")
 # Registry keys of the kit's own random-weight models: their accuracy and timings are plumbing.
 PLUMBING_MODELS = frozenset({"tiny", "tiny-draft"})
 # results.csv / summary.csv ``weights``: "real" for a checkpoint, "random" for random weights (the

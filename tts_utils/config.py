@@ -135,6 +135,9 @@ class StudyConfig:
         (ANALYSIS,))
     tp_import_any_hardware: bool = param(
         False, "import step costs measured on another GPU model too (refused by default)", (ANALYSIS,))
+    appendices: bool = param(
+        True, "run the appendices after the paper's argument (real traces, step costs, break-even, fast grid, pick); "
+              "False skips them", (ANALYSIS,))
 
     @property
     def model_keys(self) -> list[str]:

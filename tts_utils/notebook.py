@@ -1,7 +1,7 @@
 """Small helpers the notebooks share, so no cell is copied between notebooks.
 
-``banner`` (all notebooks), ``inventory``/``reachability`` (00_setup), ``sweep_results`` and
-``check_sweep`` (01-03), ``files_written`` (all). Importing this module turns off the Hugging Face
+``banner`` (all notebooks), ``inventory``/``reachability`` (00_setup), ``sweep_results``,
+``check_sweep`` and ``what_results_show`` (01-03), ``show_and_write`` (04), ``files_written`` (all). Importing this module turns off the Hugging Face
 libraries' text progress bars in headless runs (progress.py), so reports carry no stderr noise.
 """
 
@@ -10,9 +10,11 @@ from __future__ import annotations
 import html
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+from IPython.display import display
 
 from tts_utils import provenance
 from tts_utils.banners import PLUMBING_WARNING, SYSTEM_ONLY_WARNING, random_weights_warning, shout
@@ -21,10 +23,12 @@ from tts_utils.data import load_problems, resolve_source
 from tts_utils.engine.model_source import load_tokenizer, resolve
 from tts_utils.hardware import Hardware
 from tts_utils.models import get_model
-from tts_utils.paths import NOTEBOOKS_DIR, outputs_dir
+from tts_utils.paths import NOTEBOOKS_DIR, outputs_dir, replays_dir
 from tts_utils.progress import quiet_library_bars
-from tts_utils.store import load_study
-from tts_utils.study.plan import plan_runs
+from tts_utils.report.findings import greedy_findings, spec_findings, tp_findings
+from tts_utils.speculation.replay_sets import load_replays
+from tts_utils.store import atomic_write_text, load_study, read_json
+from tts_utils.study.plan import RunPlan, plan_runs
 
 quiet_library_bars()
 
@@ -92,9 +96,9 @@ def reachability(config: StudyConfig) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["what", "source", "status"])
 
 
-def _planned_summary(config: StudyConfig, notebook: str) -> pd.DataFrame:
+def _planned_summary(config: StudyConfig, notebook: str, plans: list[RunPlan] | None = None) -> pd.DataFrame:
     """Every summary column, one row per run and budget, of the runs a notebook planned."""
-    names = {plan.run_name for plan in plan_runs(config, notebook)[0]}
+    names = {plan.run_name for plan in (plans if plans is not None else plan_runs(config, notebook)[0])}
     results = load_study(config.study)
     # The batched accuracy pass (01_greedy) is kept out of the study's summary (its latency is
     # batched), but it is one of the runs this notebook planned.
@@ -192,6 +196,63 @@ def check_sweep(config: StudyConfig, notebook: str) -> None:
         assert (latency[1:] >= latency[:-1] * 0.999).all(), "latency falls as the budget grows"
     print(f"ok: {len(plans)} run(s) x {len(set(config.budgets))} budgets, answers within budget, "
           "latency non-decreasing in budget")
+
+
+class Findings(list):
+    """Sentences that show as a bulleted list in a notebook and one per line as text."""
+
+    def __repr__(self) -> str:
+        return "\n".join(f"- {line}" for line in self)
+
+    def _repr_html_(self) -> str:
+        return "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in self) + "</ul>"
+
+
+def _with_replay_flags(study: str, replays: pd.DataFrame) -> pd.DataFrame:
+    """``replays`` with each replay's ``random_weights`` and ``proxy_of`` (from its replay.json)."""
+    if replays.empty or "replay" not in replays:
+        return replays
+    metas = {name: read_json(replays_dir(study) / name / "replay.json") for name in replays["replay"].unique()}
+    return replays.assign(random_weights=replays["replay"].map(lambda n: bool(metas[n].get("random_weights"))),
+                          proxy_of=replays["replay"].map(lambda n: metas[n].get("proxy_of")))
+
+
+def what_results_show(config: StudyConfig, notebook: str, replays: pd.DataFrame | None = None) -> Findings:
+    """What a sweep notebook's finished runs show, in a few sentences computed from their summaries
+    (report/findings.py), saying which planned runs have no results yet. 03_spec passes the trace
+    sets it replayed (``run_replays``); by default the study's current replays of its models."""
+    plans, skipped = plan_runs(config, notebook)
+    summary = _planned_summary(config, notebook, plans)
+    finished = set(summary["run_name"]) if not summary.empty else set()
+    missing = [plan.run_name for plan in plans if plan.run_name not in finished]
+    if notebook == "01_greedy":
+        lines = greedy_findings(summary)
+    elif notebook == "02_tp":
+        lines = tp_findings(summary, skipped)
+    else:
+        if replays is None:
+            replays = load_replays(config.study)
+            replays = replays[replays["model"].isin(config.model_keys)] if not replays.empty else replays
+        lines = spec_findings(summary, _planned_summary(config, "01_greedy"), _with_replay_flags(config.study, replays))
+    why = "dry run: nothing ran here" if config.dry_run else "the sweep above stopped or has not run"
+    if missing:
+        lines.insert(0, f"{len(missing)} of the {len(plans)} planned run(s) have no results in study "
+                        f"{config.study!r} ({why}): {', '.join(missing)}.")
+    return Findings(lines)
+
+
+def show_and_write(frame: pd.DataFrame, path: Path | None, empty: str = "", *, columns: list[str] | None = None,
+                   note: str = "", write: Callable[[Path, str], None] = atomic_write_text) -> None:
+    """Write ``frame`` to ``path`` as CSV with ``write`` (every column; None writes nothing) and show
+    it (in ``columns``, if given) linked to that file; when it has no rows, print ``empty`` and write
+    nothing. 04_analysis's tables; ``write=store.write_sealed`` for the files others verify."""
+    if frame.empty:
+        if empty:
+            print(empty)
+        return
+    if path is not None:
+        write(path, frame.to_csv(index=False))
+    display(linked_table(frame, columns or list(frame.columns), [path] if path is not None else [], note))
 
 
 def run_folders(config: StudyConfig, notebook: str) -> list[Path]:

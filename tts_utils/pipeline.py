@@ -35,6 +35,7 @@ from tts_utils.errors import ChainError, ConfigError
 from tts_utils.paths import NOTEBOOKS_DIR, REPO_ROOT, profile_path, reports_dir, study_dir
 from tts_utils.progress import strip_ansi
 from tts_utils.report.landing import write_landing_page
+from tts_utils.report.left_out import read_left_out
 from tts_utils.speculation.trace_fetch import TRACE_TOKENIZER_ENV, TRACES_DIR_ENV
 from tts_utils.store import atomic_write_json, read_json
 from tts_utils.study.preflight import check_inputs, plan_every_run
@@ -84,6 +85,7 @@ class ChainLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.handle: IO[str] = open(self.path, "a", encoding="utf-8")
         self.retries: dict[str, str] = {}  # notebook -> why it ran a second time
+        self.left_out: dict[str, list[str]] = {}  # notebook -> the files it left out, one line each
 
     def write(self, message: str, console: IO[str] | None = None) -> None:
         """A timestamped entry in the log; also shown on ``console`` if given."""
@@ -241,8 +243,23 @@ def run_notebook(name: str, values: dict[str, Any], study: str, log: ChainLog | 
             kept = f"partial notebook kept at {output}" if output.exists() else "no notebook was written"
             raise ChainError(f"{summary}; {kept}") from None
     html = render_html(output)
-    log.write(f"== {name}: done in {time.monotonic() - started:.0f} s -> {html}", sys.stdout)
+    left_out = analysis_left_out(study) if name == "04_analysis" else []
+    if left_out:
+        log.left_out[name] = left_out
+    said = f", {len(left_out)} file(s) left out" if left_out else ""
+    log.write(f"== {name}: done in {time.monotonic() - started:.0f} s{said} -> {html}", sys.stdout)
+    if left_out:
+        log.write("\n".join(f"!! {line}" for line in left_out), sys.stdout)
     return html
+
+
+def analysis_left_out(study: str) -> list[str]:
+    """What 04_analysis left out (its left_out.json), one line each: for chain.log and the console,
+    so that a chain that ends ``ok`` still names every file its verdicts were decided without."""
+    entries, problem = read_left_out(study)
+    if problem:
+        return [f"04_analysis's list of left-out files fails its check: {problem}"]
+    return [f"left out by 04_analysis: {entry.line()}" for entry in entries]
 
 
 def _record_chain(study: str, record: dict) -> None:
@@ -324,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                 outcome_of = "ok"
             finally:
                 record["notebooks"][name] = {"outcome": outcome_of, "seconds": round(time.monotonic() - started, 1),
-                                             **({"retried": log.retries[name]} if name in log.retries else {})}
+                                             **({"retried": log.retries[name]} if name in log.retries else {}),
+                                             **({"left_out": log.left_out[name]} if name in log.left_out else {})}
     except ChainError as error:
         outcome, code = f"failed: {error}", 1
         log.write(f"error: {error}\nchain log: {log.path}", sys.stderr)
@@ -338,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         _record_chain(config.study, {**record, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                      "outcome": outcome})
         index = _landing_page(config.study, log)
-        log.write(f"#### {outcome}")
+        left_out = sum(len(lines) for lines in log.left_out.values())
+        log.write(f"#### {outcome}" + (f" ({left_out} file(s) left out of the analysis: named above and on the "
+                                       "landing page)" if left_out else ""))
         log.close()
     if code == 0 and args.command == "reproduce":
         print(f"\nReport: {index}")

@@ -14,8 +14,9 @@ One folder per run under ``outputs/runs/<study>/<run name>-<identity hash>/``:
 
 A torn last line (the kit killed mid-write) is dropped with a warning and its request re-run; any
 other bad line, or a derived file whose checksum does not match, is a ``CorruptResultError`` that
-names the file. A study-level lock stops two sweeps writing one study at once.
-Used by sweep.py (01-03) and analysis.py (04).
+names the file. A study-level lock stops two sweeps writing one study at once. 04_analysis seals the
+files others read with the same checksums (``write_sealed``, ``sealed_problem``).
+Used by sweep.py (01-03), analysis.py (04) and the readers of 04's files (report/left_out.py).
 """
 
 from __future__ import annotations
@@ -212,6 +213,32 @@ def checksums(folder: Path) -> dict[str, str]:
     return {name: file_sha256(folder / name) for name in CHECKSUMMED_FILES if (folder / name).exists()}
 
 
+def write_sealed(path: Path, text: str) -> None:
+    """``atomic_write_text``, then the file's sha256 recorded in the ``status.json`` beside it, as a
+    finished run records its files: 04_analysis seals what the pick and the landing page read."""
+    atomic_write_text(path, text)
+    status = read_json(path.parent / "status.json") if (path.parent / "status.json").exists() else {}
+    atomic_write_json(path.parent / "status.json", {**status, "sha256": {**status.get("sha256", {}),
+                                                                         path.name: file_sha256(path)}})
+
+
+def sealed_problem(path: Path, repair: str) -> str:
+    """Why a file ``write_sealed`` wrote cannot be trusted ("" when it matches its checksum): missing,
+    no checksum recorded (an older writer), or a mismatch (``RunFolder.mismatches``); ``repair`` says
+    what writes it again."""
+    folder = RunFolder(path.parent)
+    try:
+        recorded = folder.status().get("sha256", {})
+    except CorruptResultError as error:
+        return f"{error}; {repair}"
+    if not path.exists():
+        return f"{path}: missing; {repair}"
+    if path.name not in recorded:
+        return f"{path}: no checksum recorded in {folder.status_file.name} (written by an older kit); {repair}"
+    problems = folder.mismatches((path.name,))
+    return f"{problems[0]}; {repair}" if problems else ""
+
+
 @contextmanager
 def study_lock(study: str) -> Iterator[Path]:
     """Exclusive, non-blocking lock on a study folder; a second sweep refuses at once."""
@@ -250,6 +277,18 @@ class StudyResults:
     batched: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
+def unfinished(status: dict) -> str:
+    """Why a run that is not complete is left out, in words: its state, how far it got and what
+    stopped it ("unfinished (incomplete): 1 request done, stopped by KeyboardInterrupt; the sweep
+    resumes it"). Used by load_study and report/modelled.py."""
+    state = status.get("state", "new")
+    done = status.get("done")
+    far = f": {done} request(s) done" if isinstance(done, int) else ""
+    error = str(status.get("error") or "").strip().rstrip(":")
+    stopped = f", stopped by {error}" if error else ""
+    return f"unfinished ({state}){far}{stopped}; running its sweep again resumes it"
+
+
 def load_study(study: str) -> StudyResults:
     """Load every complete run of a study into pandas, in one call.
 
@@ -261,9 +300,8 @@ def load_study(study: str) -> StudyResults:
     for run_dir in sorted(p for p in folder.glob("*") if p.is_dir()) if folder.exists() else []:
         run = RunFolder(run_dir)
         try:
-            state = run.status().get("state", "new")
-            if state != "complete":
-                excluded.append((str(run_dir), f"run is {state}, not complete"))
+            if run.status().get("state", "new") != "complete":
+                excluded.append((str(run_dir), unfinished(run.status())))
                 continue
             problems = run.mismatches(DERIVED_FILES)
             if problems:

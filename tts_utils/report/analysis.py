@@ -225,7 +225,7 @@ def any_may_hold(key: str, checks: list[Check], evidence: str) -> Verdict:
     return Verdict(key, UNKNOWN, evidence, checks[0].describe() if checks else "none", tuple(checks))
 
 
-def _rows_of(rows: pd.DataFrame, entry: pd.Series) -> pd.DataFrame:
+def rows_of(rows: pd.DataFrame, entry: pd.Series) -> pd.DataFrame:
     """The request rows behind one table row (its run and budget, and acceptance source if any)."""
     mask = (rows["run_name"] == entry["run_name"]) & (rows["budget_tokens"] == entry["budget_tokens"])
     if "acceptance" in rows and "acceptance" in entry:
@@ -262,7 +262,7 @@ def claim_accuracy_flattens(table: pd.DataFrame, rows: pd.DataFrame) -> Verdict:
             notes.append(f"{model}: {reason or f'{len(frame)} budgets (need 3)'}")
             missing = True
             continue
-        groups = [_rows_of(rows, entry) for _, entry in frame.iterrows()]
+        groups = [rows_of(rows, entry) for _, entry in frame.iterrows()]
         change = joint_interval(groups, "accuracy_strict", lambda s: (s[-1] - s[-2]) - (s[1] - s[0]))
         check = Check(f"{model} last gain - first gain", change, 0.0, holds_below=True, model=model)
         checks.append(check)
@@ -293,7 +293,7 @@ def _speculation_checks(table: pd.DataFrame, rows: pd.DataFrame, modelled: pd.Da
         acceptance = str(key[2]).split(":")[0] if len(key) > 2 and pd.notna(key[2]) else ""
         series = f"{key[1]}{f' {acceptance}' if acceptance not in key[1] else ''}, measured"
         checks = [Check(f"{label} spec/baseline latency @{b}",
-                        paired_ratio(_rows_of(rows, spec_frame.loc[b]), _rows_of(rows, base.loc[b]), "mean_e2e_latency_s"),
+                        paired_ratio(rows_of(rows, spec_frame.loc[b]), rows_of(rows, base.loc[b]), "mean_e2e_latency_s"),
                         1.0, holds_below=True, model=key[0], series=series, at=str(b)) for b in shared]
         parts += [(key[0], f"{key[1]} (measured)", "measured", b, c) for b, c in zip(shared, checks)]
         notes.append(f"{label}: spec/baseline latency " + ", ".join(f"{c.interval}@{b}" for c, b in zip(checks, shared)))
@@ -350,7 +350,7 @@ def _tp_interval(table: pd.DataFrame, rows: pd.DataFrame, model: str, sizes: lis
     budgets = sorted(set.intersection(*(set(frame.index) for frame in frames)))
     if not budgets:
         return None
-    groups = [_rows_of(rows, frame.loc[budget]) for frame in frames for budget in budgets]
+    groups = [rows_of(rows, frame.loc[budget]) for frame in frames for budget in budgets]
     count = len(budgets)
     return joint_interval(groups, statistic,
                           lambda s: combine([s[i * count:(i + 1) * count] for i in range(len(sizes))]))
@@ -468,7 +468,7 @@ def claim_compute_not_system_optimal(table: pd.DataFrame, rows: pd.DataFrame) ->
         pick = best(tied, statistic)
         if pick["_name"] != other["_name"]:
             checks.append(Check(f"{what} of compute-only pick {pick['_name']} / {other['_name']}",
-                                paired_ratio(_rows_of(rows, pick), _rows_of(rows, other), statistic), 1.0,
+                                paired_ratio(rows_of(rows, pick), rows_of(rows, other), statistic), 1.0,
                                 holds_below=False))
     if not checks:
         return Verdict(COMPUTE, FAILS, evidence, "the compute-only pick is also the fastest and the cheapest")

@@ -8,7 +8,8 @@ commit), and links to each notebook's report and to the result files. Like 04_an
 result files only: the run folders (``store.load_study``, each ``run.json`` and ``segments.jsonl``),
 00_setup's ``inventory.json``, 04_analysis's ``claims.csv``, ``table.csv`` and PNGs, the executed
 notebooks, and the pipeline's ``chain.json``. One self-contained file: figures embedded, everything
-else linked relatively.
+else linked relatively. 04's files are verified against the checksums it recorded: one that fails is
+named in a banner and not shown; so is every file the analysis left out (report/left_out.py).
 
 ``unexpected_stderr(notebook)`` lists the stderr stream outputs of an executed notebook; a clean
 report has none (errors are error outputs, not stderr). Used by pipeline.py (after every run) and
@@ -28,8 +29,9 @@ from tts_utils.banners import PLUMBING_MODELS, PLUMBING_WARNING, RANDOM_WEIGHTS_
 from tts_utils.paths import figures_dir, reports_dir, study_dir
 from tts_utils.report.claims import CLAIMS
 from tts_utils.report.html import CSS, by_model_size, esc, html_fixed, html_number, html_table, link, read_csv_or_none
-from tts_utils.report.modelled import real_trace_sets
-from tts_utils.report.pick import pick_section
+from tts_utils.report.left_out import LeftOut, analysis_file_problem, left_out_run, read_left_out, short
+from tts_utils.report.modelled import damaged_replay, real_trace_sets
+from tts_utils.report.pick import CONFIGURATIONS_FILE, pick_section
 from tts_utils.report.what_ran import (
     RunInfo,
     at_a_glance_section,
@@ -126,6 +128,53 @@ def _banners(runs: list[RunInfo], notebooks: list[dict], claims_stale: bool, cha
     if claims_stale:
         banners.append('<div class="banner note">A run finished after 04_analysis last ran: the verdicts and '
                        "figures may leave it out. Run <code>make analysis</code> again.</div>")
+    return banners
+
+
+def _checked_csv(study: str, name: str, problems: dict[str, str]) -> pd.DataFrame | None:
+    """One of 04_analysis's sealed files (report/left_out.py), or None where it is absent or fails
+    its check; then why goes to ``problems`` (the banner), and the page shows nothing of it."""
+    if not (figures_dir(study) / name).exists():
+        return None
+    problem = analysis_file_problem(study, name)
+    if problem:
+        problems[name] = problem
+        return None
+    return read_csv_or_none(figures_dir(study) / name)
+
+
+def _withheld(name: str) -> str:
+    return f"<p>Not shown: {esc(name)} fails its check (see the banner above).</p>"
+
+
+def _left_out_banners(study: str, results, problems: dict[str, str]) -> list[str]:
+    """What the analysis left out (04's left_out.json, and what this page finds itself: runs that are
+    unfinished or fail their checksums, damaged replays), and 04's files that fail their checks."""
+    entries, problem = read_left_out(study)
+    problems = [*problems.values(), *([problem] if problem else [])]
+    entries = entries + [left_out_run(Path(path), reason) for path, reason in results.excluded]
+    for folder in current_replay_folders(study, quiet=True):
+        damage = replay_problem(folder)
+        if damage:
+            entries.append(damaged_replay(folder, damage))
+    seen: set[str] = set()
+    unique: list[LeftOut] = []
+    for entry in entries:
+        if short(entry.path) not in seen:
+            seen.add(short(entry.path))
+            unique.append(entry)
+    banners = []
+    if unique:
+        items = "".join(f"<li>{esc(entry.line())}"
+                        + (f' <span class="small">(verdicts: {esc(", ".join(entry.claims))})</span>' if entry.claims
+                           else "") + "</li>" for entry in unique)
+        banners.append(f'<div class="banner">Left out of the analysis ({len(unique)}): the verdicts, figures and '
+                       "numbers on this page are decided without these files, and claims.csv's evidence says which "
+                       f"verdicts lost them.<ul>{items}</ul></div>")
+    if problems:
+        items = "".join(f"<li>{esc(problem)}</li>" for problem in problems)
+        banners.append('<div class="banner">Not shown: files of 04_analysis that fail their checks (no number is '
+                       f"better than a wrong one).<ul>{items}</ul></div>")
     return banners
 
 
@@ -260,7 +309,8 @@ def write_landing_page(study: str) -> Path:
     results = load_study(study)
     runs = run_infos(study, results)
     figures = figures_dir(study)
-    claims, table = read_csv_or_none(figures / "claims.csv"), read_csv_or_none(figures / "table.csv")
+    problems: dict[str, str] = {}  # 04's files that fail their checks: named in a banner, never shown
+    claims, table = _checked_csv(study, "claims.csv", problems), _checked_csv(study, "table.csv", problems)
     inventory = read_json(study_dir(study) / "inventory.json") if (study_dir(study) / "inventory.json").exists() else {}
     chain = read_json(base / "chain.json") if (base / "chain.json").exists() else {}
     notebooks = executed_notebooks(study)
@@ -269,15 +319,18 @@ def write_landing_page(study: str) -> Path:
     # Batched accuracy passes are never rows of the table (their latency is batched): not stale.
     claims_stale = bool(analysed) and any(run.name not in analysed for run in runs
                                           if run.identity.get("method") != BATCHED_METHOD)
-    shown = read_csv_or_none(figures / "configurations.csv")  # measured and modelled rows (04 §3a)
+    shown = _checked_csv(study, CONFIGURATIONS_FILE, problems)  # measured and modelled rows (04 §3a)
+    pick_ok = not (figures / "pick.csv").exists() or _checked_csv(study, "pick.csv", problems) is not None
     shown = shown if shown is not None else table
     has_accuracy = shown is not None and "accuracy_strict" in shown and not shown["accuracy_strict"].isna().all()
     sections = [
-        ("The paper's claims, re-tested here", _claims_section(claims, figures, base)),
+        ("The paper's claims, re-tested here", _withheld("claims.csv") if "claims.csv" in problems
+         else _claims_section(claims, figures, base)),
         ("Real reasoning traces", _real_traces_section(study, figures, base)),
-        ("The system-optimal pick", pick_section(figures, lambda path: link(path, base))),
+        ("The system-optimal pick", pick_section(figures, lambda path: link(path, base)) if pick_ok
+         else _withheld("pick.csv")),
         ("The figures that answer it", _figures_section(figures, base, has_accuracy)),
-        ("Key numbers", _numbers_section(table, figures, base)),
+        ("Key numbers", _withheld("table.csv") if "table.csv" in problems else _numbers_section(table, figures, base)),
         ("What ran", what_ran_section(runs, results, chain)),
         ("On what", on_what_section(runs, inventory)),
         ("Notebook reports", notebooks_section(notebooks, base, chain)),
@@ -292,6 +345,7 @@ def write_landing_page(study: str) -> Path:
 <p class="sub">Are We Scaling the Right Thing? A System Perspective on Test-Time Scaling (arXiv 2509.19645),
 re-tested with this kit. Page written {esc(time.strftime("%Y-%m-%d %H:%M:%S %Z"))} from the study's result files.</p>
 {"".join(_banners(runs, notebooks, claims_stale, chain, real_trace_sets(study)))}
+{"".join(_left_out_banners(study, results, problems))}
 {at_a_glance_section(runs)}
 {body}
 </main></body></html>

@@ -25,12 +25,14 @@ import numpy as np
 import pandas as pd
 
 from tts_utils.banners import PLUMBING_MODELS
+from tts_utils.errors import ConfigError, CorruptResultError
 from tts_utils.paths import study_dir
 from tts_utils.report.analysis import configuration_table
+from tts_utils.report.left_out import EVERY_CLAIM, IMPORTED, PRICING, REPLAY, LeftOut, left_out_run, run_identity
 from tts_utils.speculation.replay import TRACE_KEYS, NgramSettings
 from tts_utils.speculation.replay_sets import current_replay_folders, replay_problem
 from tts_utils.speculation.stepcost import TOLERANCE, fit_step_costs, non_negative_line, predict_request, validate
-from tts_utils.store import RunFolder, read_json
+from tts_utils.store import REPAIR_ADVICE, RunFolder, read_json, unfinished
 from tts_utils.study.metrics import summarise
 from tts_utils.study.tp_import import check_import, import_folder
 
@@ -78,13 +80,20 @@ class PricedRun:
         return f"{self.study}/{self.run_name}" + (" (imported)" if self.imported else "")
 
 
-def _read_run(folder: Path) -> tuple[dict, pd.DataFrame] | None:
-    """A complete run's run.json and results rows, or None (unfinished or corrupt runs are skipped)."""
+def _read_run(folder: Path) -> tuple[dict, pd.DataFrame] | str:
+    """A complete run's run.json and results rows, or why it is left out: unfinished, or a file that
+    fails the checksum its run recorded (steps.csv included: one byte can move a step cost twofold)."""
 
     run = RunFolder(folder)
-    if run.status().get("state") != "complete" or not run.is_complete():
-        return None
-    return read_json(run.run_file), pd.read_csv(run.results_file)
+    try:
+        if run.status().get("state", "new") != "complete":
+            return unfinished(run.status())
+        problems = run.mismatches()
+        if problems:
+            return f"{problems[0]}; {REPAIR_ADVICE}"
+        return read_json(run.run_file), pd.read_csv(run.results_file)
+    except (CorruptResultError, OSError, pd.errors.ParserError) as error:
+        return str(error)
 
 
 def costs_from_results(rows: pd.DataFrame) -> pd.DataFrame:
@@ -122,15 +131,20 @@ def _validate_from_results(costs: pd.DataFrame, rows: pd.DataFrame) -> dict:
             "within_tolerance": abs(error) <= TOLERANCE, "validation": "fit and check on the same requests"}
 
 
-def priced_runs(folder: Path, study: str, imported: bool = False) -> list[PricedRun]:
+def priced_runs(folder: Path, study: str, imported: bool = False, left_out: list[LeftOut] | None = None
+                ) -> list[PricedRun]:
     """Step costs of every complete baseline or n-gram run in one study folder.
 
     Runs with steps.csv are fitted per step kind and validated on held-out requests at their longest
-    budget (``stepcost.validate``); greedy runs without it are priced from their budget rows."""
+    budget (``stepcost.validate``); greedy runs without it are priced from their budget rows. A
+    greedy or n-gram run left out (unfinished, or failing its checksums) is added to ``left_out``."""
     out = []
     for run_dir in sorted(p for p in folder.glob("*") if p.is_dir()):
         read = _read_run(run_dir)
-        if read is None:
+        if isinstance(read, str):
+            method = str(run_identity(run_dir).get("method", "baseline"))  # unknown: it may have priced
+            if left_out is not None and (method == "baseline" or method.startswith("ngram-spec")):
+                left_out.append(left_out_run(run_dir, read, IMPORTED if imported else PRICING))
             continue
         meta, rows = read
         identity = meta["identity"]
@@ -175,28 +189,41 @@ def priced_runs(folder: Path, study: str, imported: bool = False) -> list[Priced
 
 
 def import_tp_runs(sources: tuple[str, ...] | list[str], own_hardware: set[str], models: set[str],
-                   any_hardware: bool = False, study: str = "") -> list[PricedRun]:
+                   any_hardware: bool = False, study: str = "", left_out: list[LeftOut] | None = None
+                   ) -> list[PricedRun]:
     """Greedy step costs at every TP size from other studies' runs, with their provenance.
 
     An import is the baseline runs of the named study (or folder) for the models this study has
     traces of. Refused (ConfigError, study/tp_import.py, which ``pipeline check`` runs before 00):
-    ``study`` itself, no such runs, or runs from another GPU unless ``any_hardware``."""
+    ``study`` itself, no such runs, or runs from another GPU unless ``any_hardware``. Greedy runs of
+    those models that are unfinished or fail their checksums are added to ``left_out``."""
     out = []
     for source in sources:
         folder, name = import_folder(source, study)
-        runs = [r for r in priced_runs(folder, name, imported=True) if r.method == "baseline" and r.model in models]
+        lost: list[LeftOut] = []
+        runs = [r for r in priced_runs(folder, name, imported=True, left_out=lost)
+                if r.method == "baseline" and r.model in models]
+        lost = [entry for entry in lost if entry.model in models or not entry.model]
+        if not runs and lost:
+            raise ConfigError(f"tp_import: {source!r} has no greedy run of {', '.join(sorted(models))} that can be "
+                              f"read: {len(lost)} left out (first: {lost[0].line()})")
         check_import(source, [r.hardware for r in runs], own_hardware, models, any_hardware)
         out += runs
+        if left_out is not None:
+            left_out += lost
     return out
 
 
-def load_replay_sets(study: str) -> list[dict]:
-    """Each replay of a study: model, trace set, per-trace steps, grades by budget, proxy origin."""
+def load_replay_sets(study: str, left_out: list[LeftOut] | None = None) -> list[dict]:
+    """Each replay of a study: model, trace set, per-trace steps, grades by budget, proxy origin.
+    A replay whose files fail their checksums is said so and added to ``left_out``."""
     out = []
     for folder in current_replay_folders(study, quiet=True):
         problem = replay_problem(folder)
         if problem:
             print(f"!! excluded replay {folder.name}: {problem}")
+            if left_out is not None:
+                left_out.append(damaged_replay(folder, problem))
             continue
         meta = json.loads((folder / "replay.json").read_text())
         rows = pd.read_csv(folder / "rows.csv")
@@ -204,6 +231,16 @@ def load_replay_sets(study: str) -> list[dict]:
                     "proxy_of": meta.get("proxy_of"), "random_weights": meta.get("random_weights", False), "rows": rows, "settings": meta["identity"].get("settings"),
                     "steps": json.loads((folder / "steps.json").read_text())})
     return out
+
+
+def damaged_replay(folder: Path, problem: str) -> LeftOut:
+    """A replay that fails its checksums, as left out: its model from replay.json where that still
+    reads, and every claim (real traces decide accuracy; priced, they decide the others)."""
+    try:
+        model = str(json.loads((folder / "replay.json").read_text())["identity"]["model"])
+    except (OSError, ValueError, KeyError, TypeError):
+        model = ""
+    return LeftOut(str(folder), f"{problem}; re-running 03_spec replays it again", REPLAY, model, EVERY_CLAIM)
 
 
 def _configuration_name(run: PricedRun) -> str:
@@ -280,6 +317,8 @@ class Modelled:
     summary: pd.DataFrame
     sources: pd.DataFrame
     refused: pd.DataFrame
+    # Runs and replays that could not be read (report/left_out.py): 04 names them and the verdicts they cost.
+    left_out: list[LeftOut] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -311,14 +350,18 @@ def build_modelled(replay_sets: list[dict], runs: list[PricedRun]) -> Modelled:
 
 def study_modelled(study: str, own_rows: pd.DataFrame, tp_import: tuple[str, ...] = (),
                    tp_import_any_hardware: bool = False) -> Modelled:
-    """04_analysis: the modelled rows of a study, priced by its own runs and any imported ones."""
-    replay_sets = load_replay_sets(study)
-    runs = priced_runs(study_dir(study), study) if study_dir(study).is_dir() else []
+    """04_analysis: the modelled rows of a study, priced by its own runs and any imported ones;
+    ``left_out`` names the replays and runs that could not be read."""
+    left_out: list[LeftOut] = []
+    replay_sets = load_replay_sets(study, left_out)
+    runs = priced_runs(study_dir(study), study, left_out=left_out) if study_dir(study).is_dir() else []
     if tp_import:
         hardware = set(own_rows["hardware"].dropna().astype(str)) if "hardware" in own_rows else set()
         models = {r["model"] for r in replay_sets} or set(own_rows.get("model", pd.Series(dtype=str)))
-        runs += import_tp_runs(tp_import, hardware, models, tp_import_any_hardware, study)
-    return build_modelled(replay_sets, runs)
+        runs += import_tp_runs(tp_import, hardware, models, tp_import_any_hardware, study, left_out)
+    modelled = build_modelled(replay_sets, runs)
+    modelled.left_out = left_out
+    return modelled
 
 
 def modelled_table(modelled: Modelled, gpu_hour_usd: float | None) -> pd.DataFrame:

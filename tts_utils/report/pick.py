@@ -5,8 +5,12 @@ A configuration is one row of 04_analysis's ``configurations.csv`` (model, metho
 measured and modelled rows, each labelled by ``evidence``). It *reaches* an accuracy target when
 its strict accuracy (point estimate) is at least the target, and *fits* a latency limit when its
 mean end-to-end latency is at most the limit. The winner is the best on the objective (latency,
-dollars per correct answer, or accuracy); every other eligible configuration whose 95% interval
-on that objective overlaps the winner's is listed as tied: the data cannot tell them apart.
+dollars per correct answer, or accuracy); every other eligible configuration the data cannot tell
+from it is listed as tied. With request rows (04_analysis) that is a paired comparison over the
+problems both ran: tied when the 95% interval of its ratio to the winner spans 1 (a configuration
+23% faster on the same problems is not tied because two unpaired intervals overlap). Without rows
+(the CLI reads configurations.csv only), or with fewer shared problems than an interval needs,
+the unpaired rule is used: the two 95% intervals overlap.
 Used by 04_analysis (table and figure), the landing page and
 ``python -m tts_utils pick --study S --accuracy 0.8`` (or ``--latency-s 10``).
 """
@@ -19,8 +23,11 @@ from pathlib import Path
 import pandas as pd
 
 from tts_utils.cli import OneLineParser, run
-from tts_utils.errors import ConfigError
+from tts_utils.errors import ConfigError, CorruptResultError
+from tts_utils.intervals import paired_ratio
 from tts_utils.paths import figures_dir
+from tts_utils.report.analysis import rows_of
+from tts_utils.report.left_out import analysis_file_problem
 
 ACCURACY_TARGETS = (0.5, 0.6, 0.7, 0.8, 0.9)
 LATENCY_LIMITS_S = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
@@ -54,8 +61,31 @@ def _bounds(row: pd.Series, column: str) -> tuple[float, float]:
     return (value if pd.isna(low) else float(low)), (value if pd.isna(high) else float(high))
 
 
-def best(eligible: pd.DataFrame, objective: str) -> tuple[pd.Series | None, pd.DataFrame]:
-    """The winner on one objective and the eligible rows whose intervals overlap its interval."""
+# objective -> the per-request statistic its paired ratio compares (dollars: GPU-s per correct answer
+# times the row's price per GPU-hour, a constant).
+PAIRED_STATISTICS = {"fastest": "mean_e2e_latency_s", "cheapest": "gpu_s_per_correct",
+                     "most accurate": "accuracy_strict"}
+
+
+def _tied(winner: pd.Series, row: pd.Series, objective: str, rows: pd.DataFrame | None) -> bool:
+    """Whether the data cannot tell ``row`` from ``winner`` on ``objective``: paired over shared
+    problems where ``rows`` has both, else by overlapping 95% intervals."""
+    column = OBJECTIVES[objective][0]
+    if rows is not None and not rows.empty:
+        ratio = paired_ratio(rows_of(rows, row), rows_of(rows, winner), PAIRED_STATISTICS[objective])
+        if ratio.known:
+            scale = 1.0
+            if objective == "cheapest":
+                scale = float(row.get("usd_per_gpu_hour", 1.0)) / float(winner.get("usd_per_gpu_hour", 1.0))
+            return ratio.low * scale <= 1.0 <= ratio.high * scale
+    low, high = _bounds(winner, column)
+    other_low, other_high = _bounds(row, column)
+    return other_low <= high and other_high >= low
+
+
+def best(eligible: pd.DataFrame, objective: str, rows: pd.DataFrame | None = None
+         ) -> tuple[pd.Series | None, pd.DataFrame]:
+    """The winner on one objective and the eligible rows tied with it (``_tied``)."""
     column, lower = OBJECTIVES[objective]
     second, second_lower = TIE_BREAKS[objective]
     eligible = eligible[eligible[column].notna()]
@@ -64,10 +94,8 @@ def best(eligible: pd.DataFrame, objective: str) -> tuple[pd.Series | None, pd.D
     ranked = eligible.assign(_name=[name(row) for _, row in eligible.iterrows()])
     ranked = ranked.sort_values([column, second, "_name"], ascending=[lower, second_lower, True], kind="stable")
     winner = eligible.loc[ranked.index[0]]
-    low, high = _bounds(winner, column)
-    tied = [index for index, row in eligible.iterrows()
-            if index != winner.name and _bounds(row, column)[0] <= high and _bounds(row, column)[1] >= low]
-    return winner, eligible.loc[tied].sort_values(column, ascending=lower)
+    tied = [index for index in ranked.index[1:] if _tied(winner, eligible.loc[index], objective, rows)]
+    return winner, eligible.loc[tied]  # in ranked order: objective, tie break, name
 
 
 def _entry(goal: str, target: float, objective: str, winner: pd.Series | None, tied: pd.DataFrame) -> dict:
@@ -102,28 +130,31 @@ def reaches(table: pd.DataFrame, target: float, rule: str = "point") -> pd.DataF
     return table[table[column] >= target]
 
 
-def for_accuracy(table: pd.DataFrame, target: float, rule: str = "point") -> list[dict]:
+def for_accuracy(table: pd.DataFrame, target: float, rule: str = "point", rows: pd.DataFrame | None = None
+                 ) -> list[dict]:
     """The fastest and the cheapest (dollars per correct answer) configuration reaching ``target``."""
     eligible = reaches(table, target, rule)
-    return [_entry("strict accuracy >=", target, objective, *best(eligible, objective))
+    return [_entry("strict accuracy >=", target, objective, *best(eligible, objective, rows))
             for objective in ("fastest", "cheapest")]
 
 
-def for_latency(table: pd.DataFrame, limit_s: float) -> list[dict]:
+def for_latency(table: pd.DataFrame, limit_s: float, rows: pd.DataFrame | None = None) -> list[dict]:
     """The most accurate configuration whose mean latency per request is within ``limit_s``."""
     eligible = table[(table["mean_e2e_latency_s"] <= limit_s) & table["accuracy_strict"].notna()]
-    return [_entry("latency per request <= s", limit_s, "most accurate", *best(eligible, "most accurate"))]
+    return [_entry("latency per request <= s", limit_s, "most accurate", *best(eligible, "most accurate", rows))]
 
 
-def pick_table(table: pd.DataFrame, targets=ACCURACY_TARGETS, limits=LATENCY_LIMITS_S, rule: str = "point"
-               ) -> pd.DataFrame:
-    """Every accuracy target and latency limit with its picks and ties (only rows with accuracy)."""
+def pick_table(table: pd.DataFrame, targets=ACCURACY_TARGETS, limits=LATENCY_LIMITS_S, rule: str = "point",
+               rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every accuracy target and latency limit with its picks and ties (only rows with accuracy).
+    ``rows``: the request rows behind the table (measured and modelled), for paired ties."""
     table = once_each(table[table["accuracy_strict"].notna()]) if "accuracy_strict" in table else table.head(0)
     if table.empty:
         return pd.DataFrame()
     if "usd_per_correct_answer" not in table:
         table = table.assign(usd_per_correct_answer=math.nan)
-    entries = [e for t in targets for e in for_accuracy(table, t, rule)] + [e for s in limits for e in for_latency(table, s)]
+    entries = ([e for t in targets for e in for_accuracy(table, t, rule, rows)]
+               + [e for s in limits for e in for_latency(table, s, rows)])
     return pd.DataFrame(entries)
 
 
@@ -184,17 +215,23 @@ def pick_section(figures: Path, link) -> str:
 
         figure = f'<figure><img alt="pick" src="data:image/png;base64,{base64.b64encode(image.read_bytes()).decode()}"></figure>'
     return (f"<ul>{''.join(lines)}</ul>{figure}<p class=\"small\">A configuration reaches a target by its point "
-            "estimate. Ties: configurations whose 95% interval overlaps the pick's (unpaired intervals); equal values "
-            "go to the next objective, then the name, never to row order. [modelled] = real traces priced by measured step costs. Files: {link(path)}. "
+            "estimate. Ties: configurations the data cannot tell from the pick (paired over the problems both "
+            "ran: the 95% interval of their ratio spans 1; unpaired overlap where too few problems are shared); "
+            "equal values go to the next objective, then the name, never to row order. [modelled] = real traces priced by measured step costs. Files: {link(path)}. "
             "Ask it directly: <code>python -m tts_utils pick --study STUDY --accuracy 0.8</code>.</p>")
 
 
 def load_configurations(study: str) -> pd.DataFrame:
-    """04_analysis's configurations.csv for a study (ConfigError if 04 has not written it)."""
+    """04_analysis's configurations.csv for a study, verified against the checksum 04 recorded
+    (ConfigError if 04 has not written it, CorruptResultError if it fails its check: never a pick
+    from an edited file)."""
 
     path = figures_dir(study) / CONFIGURATIONS_FILE
     if not path.exists():
         raise ConfigError(f"no {CONFIGURATIONS_FILE} for study {study!r} at {path}: run 04_analysis first")
+    problem = analysis_file_problem(study, CONFIGURATIONS_FILE)
+    if problem:
+        raise CorruptResultError(f"no pick: {problem}")
     return pd.read_csv(path)
 
 
@@ -205,7 +242,7 @@ def _print(entries: list[dict]) -> None:
         if not math.isnan(entry["value"]):
             print(f"  {entry['metric']} = {entry['value']:.4g} [{entry['value_lo']:.4g}, {entry['value_hi']:.4g}]")
         for tie in filter(None, entry["tied_with"].split("; ")):
-            print(f"  tied (intervals overlap): {tie}")
+            print(f"  tied (95% intervals overlap; 04_analysis pairs them over shared problems): {tie}")
 
 
 def main(argv: list[str] | None = None) -> int:
