@@ -137,6 +137,26 @@ def test_a_gsm8k_trace_file_replays_and_grades_through_the_cli_with_no_renaming(
     assert budgets[8]["mean_output_tokens"] == 8 and 8 < budgets[4096]["mean_output_tokens"] < 40
 
 
+def test_a_gsm8k_trace_set_of_a_study_replays_and_grades_with_the_gold_source_stated(
+        tmp_path, gsm8k_file, r1_tokenizer_path, capsys) -> None:
+    """The same GSM8K file through ``trace_sets`` (03_spec's run_replays): replayed, graded against
+    the dataset's gold, and the replay's record says which gold and where the trace's own differed."""
+    from tts_utils.speculation.replay_sets import load_replays, run_replays
+
+    traces = _gsm8k_traces(tmp_path / "r1-distill-qwen-1.5b.gsm8k.jsonl", r1_tokenizer_path)
+    config = StudyConfig.create(study="gsm", model="1.5b", dataset=f"gsm8k:{gsm8k_file}",
+                                trace_sets=[f"1.5b={traces}"], trace_tokenizer=str(r1_tokenizer_path),
+                                trace_budgets=[8, 4096])
+    summary = run_replays(config)
+    gold = f"dataset gsm8k:{gsm8k_file.resolve()} (the number after '####' in the worked solution, commas removed)"
+    assert f"graded against {gold}" in capsys.readouterr().out
+    accuracy = summary.set_index("budget_tokens")["accuracy_strict"]
+    assert accuracy[4096] == 1.0 and accuracy[8] == 0.0
+    [folder] = (tmp_path / "outputs" / "replays" / "gsm").iterdir()
+    assert json.loads((folder / "replay.json").read_text())["identity"]["gold_source"] == gold
+    assert load_replays("gsm")["accuracy_strict"].tolist() == summary["accuracy_strict"].tolist()
+
+
 @pytest.mark.parametrize(("problem_field", "output_field"), [("prompt", "completion"), ("question", "response")])
 def test_trace_field_names_are_mapped(tmp_path, gsm8k_file, r1_tokenizer_path, problem_field, output_field) -> None:
     path = _write(tmp_path / "r1-distill-qwen-1.5b.mapped.jsonl",

@@ -17,7 +17,7 @@ from tts_utils import provenance
 from tts_utils.engine.model_source import load_tokenizer
 from tts_utils.errors import ConfigError, CorruptResultError
 from tts_utils.paths import replays_dir
-from tts_utils.speculation.replay import NgramSettings, TraceSteps, replay
+from tts_utils.speculation.replay import EOS_CONVENTION, NgramSettings, TraceSteps, replay
 from tts_utils.speculation.trace_sets import PROXY, check_proxies, trace_entries, trace_source
 from tts_utils.speculation.traces import load_trace_set
 from tts_utils.store import atomic_write_json, atomic_write_text, file_sha256
@@ -74,6 +74,7 @@ def run_replays(config) -> pd.DataFrame:
             continue
         for note in filter(None, (*trace_set.notes, trace_set.prompt_note)):
             print(f"!! {trace_set.name}: {note}")
+        print(f"{trace_set.name}: gold answers: {trace_set.gold_source}")
         # This study's own runs are cut at its budgets; real traces at trace_budgets.
         budgets = sorted(set(config.budgets if entry.own else config.trace_budgets))
         identity = {"model": key, "trace_fingerprint": trace_set.fingerprint, "settings": asdict(settings),
@@ -92,8 +93,12 @@ def run_replays(config) -> pd.DataFrame:
                 result = replay(trace_set, settings, budgets, load_tokenizer(source),
                                 model.reasoning_end, config.grade_timeout_s, on_steps=write_steps)
             atomic_write_text(folder / "rows.csv", result.rows.to_csv(index=False))
+            # What the replay CLI's output states too: the gold graded against, the prompt check and
+            # the token-count convention (kept out of ``identity``'s digest: the folder name stays).
+            stated = {"gold_source": trace_set.gold_source, "prompt_note": trace_set.prompt_note,
+                      "eos_convention": EOS_CONVENTION}
             atomic_write_json(folder / "replay.json", sealed({
-                "identity": {**result.identity, **identity}, "trace_set": trace_set.source,
+                "identity": {**result.identity, **identity, **stated}, "trace_set": trace_set.source,
                 "trace_set_name": trace_set.name, "created_by": provenance.collect(),
                 # This study's own runs of random weights (system-only mode or a random_weights
                 # folder) are no real model's text: no page calls them real.
