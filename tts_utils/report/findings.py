@@ -75,7 +75,7 @@ def _ends(rows: pd.DataFrame, column: str, number: str) -> str:
     return f"{values.iloc[0]:{number}}" + (f" -> {values.iloc[-1]:{number}}" if len(values) > 1 else "")
 
 
-def measured_on(summary: pd.DataFrame) -> str:
+def _where_measured(summary: pd.DataFrame) -> str:
     """Where and on how many requests the rows were measured."""
     hardware = ", ".join(sorted(summary["hardware"].dropna().astype(str).unique())) or "unknown hardware"
     requests = ", ".join(str(n) for n in sorted(summary["num_requests"].dropna().astype(int).unique()))
@@ -104,7 +104,7 @@ def greedy_findings(summary: pd.DataFrame) -> list[str]:
     """01_greedy: per model, accuracy, latency, output length and cost from the smallest budget to the largest."""
     if summary.empty:
         return []
-    lines = [measured_on(summary)]
+    lines = [_where_measured(summary)]
     for model in by_model_size(summary["model"]):
         rows = summary[summary["model"] == model]
         note = evidence_note(rows)
@@ -137,7 +137,7 @@ def _per_size(values: list[float], sizes: list[int], unit: str = "") -> str:
 def tp_findings(summary: pd.DataFrame, skipped: Iterable[str] = ()) -> list[str]:
     """02_tp: per model, each TP size's mean latency and cost per token over TP 1's (averaged over
     budgets) and its efficiency (TP 1 latency / TP n latency / n: 1 is n GPUs n times faster)."""
-    lines = [measured_on(summary)] if not summary.empty else []
+    lines = [_where_measured(summary)] if not summary.empty else []
     for model in by_model_size(summary["model"]) if not summary.empty else []:
         rows = summary[(summary["model"] == model) & (summary["method"] == GREEDY)]
         note = evidence_note(rows)
@@ -224,7 +224,7 @@ def spec_findings(spec: pd.DataFrame, greedy: pd.DataFrame, replays: pd.DataFram
     """03_spec: per model and speculative method, its mean latency over greedy's (TP 1, same
     budgets) at each budget and the engine's acceptance; then each replayed trace set's accuracy
     and n-gram acceptance by budget."""
-    lines = [measured_on(spec)] if not spec.empty else []
+    lines = [_where_measured(spec)] if not spec.empty else []
     for model in by_model_size(spec["model"]) if not spec.empty else []:
         rows = spec[(spec["model"] == model) & (spec["tensor_parallel_size"] == 1)]
         base = greedy[(greedy["model"] == model) & (greedy["method"] == GREEDY)
