@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
 MAX_RETRIES = 2  # retries after a worker or node dies (not after an exception)
 CANCEL_GRACE_S = 20.0  # after Ctrl-C, time for tasks to stop their engines before they are killed
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20  # plans and outcome rows are small; results live on disk
+# Ray gives a local raylet a fixed 30 s to register (ray/_private/node.py); on a loaded 2-core
+# machine it can miss that, so the kit starts the local cluster again, after stopping what was left.
+LOCAL_START_ATTEMPTS = 3
+RAY_START_TIMEOUT = "timed out during startup"
 ATTEMPTS_FILE = "placement.jsonl"
 # What the workers need of the driver's environment (a remote node has none of it).
 PASSED_PREFIXES = ("TTS_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "VLLM_", "TOKENIZERS_")
@@ -133,9 +138,34 @@ def _connect(ray_address: str, logical_gpus: int | None) -> bool:
         ray.init(address=ray_address, runtime_env={"py_modules": [str(PACKAGE_DIR)]}, **quiet)
         return True
     num_gpus = (logical_gpus or len(os.sched_getaffinity(0))) if detect().accelerator == "cpu" else None
-    ray.init(address="local", num_gpus=num_gpus, include_dashboard=False,
-             object_store_memory=LOCAL_OBJECT_STORE_BYTES, **quiet)
+    _start_local(dict(address="local", num_gpus=num_gpus, include_dashboard=False,
+                      object_store_memory=LOCAL_OBJECT_STORE_BYTES, **quiet))
     return True
+
+
+def _start_local(init_args: dict[str, Any]) -> None:
+    """``ray.init`` of a local cluster, started again (up to ``LOCAL_START_ATTEMPTS``) when Ray's
+    fixed wait for its raylet runs out; the processes a failed attempt left are stopped first."""
+    import psutil
+    import ray
+
+    me = psutil.Process()
+    for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
+        before = {child.pid for child in me.children(recursive=True)}
+        try:
+            ray.init(**init_args)
+            return
+        except Exception as error:
+            if RAY_START_TIMEOUT not in str(error) or attempt == LOCAL_START_ATTEMPTS:
+                raise
+            ray.shutdown()
+            left = [child for child in me.children(recursive=True) if child.pid not in before]
+            for child in left:
+                child.kill()
+            psutil.wait_procs(left, timeout=10)
+            print(f"!! placement: the local Ray cluster did not register within Ray's 30 s (attempt {attempt} "
+                  f"of {LOCAL_START_ATTEMPTS}, a loaded machine?); stopped its {len(left)} process(es), "
+                  "starting it again", file=sys.stderr)
 
 
 def _gpus_per_node() -> dict[str, float]:
