@@ -325,3 +325,36 @@ def test_one_model_and_method_at_several_budgets_is_not_enough_data_for_compute_
         greedy.loc[greedy["budget_tokens"] == 128, column] = greedy.loc[greedy["budget_tokens"] == 256, column].to_numpy()
     _, claims = analyse(greedy)
     assert claims.iloc[4]["verdict"] == UNKNOWN and "its budgets alone" in claims.iloc[4]["evidence"]
+
+
+def test_one_models_traces_on_two_datasets_are_two_accuracy_curves_judged_apart(tmp_path) -> None:
+    """1.5b's MATH500 traces flatten (0.3 -> 0.7 -> 0.8), its GSM8K traces do not (0.3 -> 0.4 -> 0.9):
+    the claim is judged on each curve, so it does not hold, and the per-model line names both sets.
+    Keeping one row per (model, budget) would have judged only the set listed last, whichever it was."""
+    from tts_utils.report.analysis import claim_accuracy_flattens
+    from tts_utils.report.verdicts import trace_accuracy
+
+    def replay(trace_set: str, accuracy: dict[int, float]) -> dict:
+        frames = [requests(200, correct=lambda p, s, a=share: p < a * 200).assign(budget_tokens=budget)
+                  for budget, share in accuracy.items()]
+        return {"model": "1.5b", "trace_set": trace_set, "replay": f"replay-{trace_set}",
+                "rows": pd.concat(frames, ignore_index=True)}
+
+    math = replay("r1-1.5b.math500", {1024: 0.3, 4096: 0.7, 16384: 0.8})
+    gsm = replay("r1-1.5b.gsm8k", {1024: 0.3, 4096: 0.4, 16384: 0.9})
+    for order in ([math, gsm], [gsm, math]):
+        verdict = claim_accuracy_flattens(*trace_accuracy(order))
+        assert verdict.verdict == FAILS
+        assert sorted(check.series for check in verdict.checks) == ["r1-1.5b.gsm8k", "r1-1.5b.math500"]
+        assert set(verdict.per_model().split("; ")) == {"1.5b r1-1.5b.math500: holds",
+                                                         "1.5b r1-1.5b.gsm8k: does not hold"}
+    alone = claim_accuracy_flattens(*trace_accuracy([math]))
+    assert alone.verdict == HOLDS and alone.per_model() == "1.5b: holds"
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from tts_utils.report.figures import accuracy_vs_budget
+
+    figure = accuracy_vs_budget(trace_accuracy([gsm, math])[0], "t", tmp_path / "a.png")
+    assert figure.axes[0].get_legend_handles_labels()[1] == [
+        f"1.5b (r1-1.5b.{name}) {rule}" for name in ("gsm8k", "math500") for rule in ("strict", "lenient")]

@@ -121,6 +121,10 @@ class EngineConfig:
         env.update(dict(self.env))
         if detect().accelerator == "cpu":
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.cpu_kv_cache_gib))
+            # The CPU build (0.32) cannot load its own AOT-compiled model ("'function' object has no
+            # attribute 'finalize_loading'") and compiles again at every start: without AOT the
+            # ordinary compile cache serves it (tiny model: warm-up 7.1 s -> 3.8 s, start 31 -> 28 s).
+            env.setdefault("VLLM_USE_AOT_COMPILE", "0")
             if self.tensor_parallel_size > 1:
                 env.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_thread_binding(self.tensor_parallel_size))
         return env

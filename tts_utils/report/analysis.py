@@ -255,19 +255,26 @@ def claim_accuracy_flattens(table: pd.DataFrame, rows: pd.DataFrame) -> Verdict:
     """Accuracy gains flatten with length: the last budget step gains less than the first
     (interval of last gain - first gain, problems resampled jointly across budgets, below 0)."""
     checks, notes, missing = [], [], False
-    for model, frame in _select(table, "baseline", 1).groupby("model"):
+    baseline = _select(table, "baseline", 1)
+    # Real traces of one model on two datasets (MATH500, GSM8K) are two curves, each judged apart.
+    by_set = "trace_set" in baseline and baseline["trace_set"].notna().any()
+    sets = baseline.groupby("model")["trace_set"].nunique() if by_set else pd.Series(dtype=int)
+    for key, frame in baseline.groupby(["model", "trace_set"] if by_set else ["model"], dropna=False):
+        model, trace_set = key[0], (key[1] if by_set else "")
+        label = f"{model} ({trace_set})" if sets.get(model, 0) > 1 else model
         frame = frame.drop_duplicates("budget_tokens", keep="last")
         reason = _has_accuracy(frame)
         if len(frame) < 3 or reason:
-            notes.append(f"{model}: {reason or f'{len(frame)} budgets (need 3)'}")
+            notes.append(f"{label}: {reason or f'{len(frame)} budgets (need 3)'}")
             missing = True
             continue
         groups = [rows_of(rows, entry) for _, entry in frame.iterrows()]
         change = joint_interval(groups, "accuracy_strict", lambda s: (s[-1] - s[-2]) - (s[1] - s[0]))
-        check = Check(f"{model} last gain - first gain", change, 0.0, holds_below=True, model=model)
+        check = Check(f"{label} last gain - first gain", change, 0.0, holds_below=True, model=model,
+                      series=trace_set if label != model else "")
         checks.append(check)
         path = " -> ".join(f"{a:.3f}@{b}" for a, b in zip(frame["accuracy_strict"], frame["budget_tokens"]))
-        notes.append(f"{model}: strict accuracy {path}; {check.describe()}")
+        notes.append(f"{label}: strict accuracy {path}; {check.describe()}")
     return all_must_hold("accuracy_flattens", checks, "; ".join(notes), missing)
 
 

@@ -68,13 +68,18 @@ def accuracy_vs_budget(table: pd.DataFrame, title: str, path: Path):
     """Strict and lenient accuracy of the baseline at TP=1, per model."""
     if table["accuracy_strict"].isna().all():
         return _no_accuracy(title, path)
-    frame = table[(table["method"] == "baseline") & (table["tensor_parallel_size"] == 1)]
-    models = sorted(frame["model"].unique(), key=lambda key: get_model(key).params_billion)
+    frame = table[(table["method"] == "baseline") & (table["tensor_parallel_size"] == 1)].copy()
+    # One curve per model, or per model and trace set where a model's traces cover several datasets.
+    frame["curve"] = frame["model"]
+    if "trace_set" in frame and frame["trace_set"].notna().any():
+        several = frame["model"].map(frame.groupby("model")["trace_set"].nunique()) > 1
+        frame.loc[several, "curve"] = frame["model"] + " (" + frame["trace_set"].astype(str) + ")"
+    curves = sorted(frame["curve"].unique(), key=lambda key: (get_model(key.split(" ")[0]).params_billion, key))
     figure, ax = plt.subplots(figsize=(7.5, 4.5))
-    for model, color in zip(models, sns.color_palette(n_colors=max(1, len(models)))):
+    for curve, color in zip(curves, sns.color_palette(n_colors=max(1, len(curves)))):
         for rule, linestyle in (("strict", "-"), ("lenient", "--")):
-            _line_with_band("budget_tokens", f"accuracy_{rule}", frame[frame["model"] == model], color=color,
-                            label=f"{model} {rule}", linestyle=linestyle, ax=ax)
+            _line_with_band("budget_tokens", f"accuracy_{rule}", frame[frame["curve"] == curve], color=color,
+                            label=f"{curve} {rule}", linestyle=linestyle, ax=ax)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("output budget (tokens, log2)")
     ax.set_ylabel("accuracy (fraction correct)")

@@ -132,6 +132,8 @@ def _decided_by(verdict: Verdict, kind: str) -> str:
     whose checks had an interval (a measured run of one problem decides nothing)."""
     if verdict.verdict == UNKNOWN:
         return "none"
+    if " and " not in kind:  # one kind of evidence (a series may then name a trace set instead)
+        return kind
     kinds = {MODELLED if "modelled" in check.series else MEASURED
              for check in verdict.checks if check.series and check.interval.known}
     return " and ".join(k for k in (MEASURED, MODELLED) if k in kinds) or kind
