@@ -350,6 +350,13 @@ def test_one_models_traces_on_two_datasets_are_two_accuracy_curves_judged_apart(
                                                          "1.5b r1-1.5b.gsm8k: does not hold"}
     alone = claim_accuracy_flattens(*trace_accuracy([math]))
     assert alone.verdict == HOLDS and alone.per_model() == "1.5b: holds"
+    # GSM8K's real traces end before 1K tokens: the same answers at every budget judge nothing.
+    flat = replay("r1-1.5b.gsm8k", {1024: 0.7, 4096: 0.7, 16384: 0.7})
+    verdict = claim_accuracy_flattens(*trace_accuracy([flat, math]))
+    assert verdict.verdict == HOLDS and [check.series for check in verdict.checks] == ["r1-1.5b.math500"]
+    assert "some parts lack data" in verdict.evidence
+    assert ("1.5b (r1-1.5b.gsm8k): strict accuracy 0.700 at every budget from 1,024 tokens, no answer changes"
+            in verdict.evidence)
     import matplotlib
 
     matplotlib.use("Agg")
