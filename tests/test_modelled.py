@@ -46,7 +46,8 @@ def _run(method: str, tp: int, costs: pd.DataFrame, model: str = "1.5b", study: 
 
 def _replay(problems: int = 6, tokens: int = 10, prompt: int = 5) -> dict:
     """A hand-made replayed trace set: every trace ``tokens`` long, a draft of 2 at every odd step that
-    emits 3 tokens (prefill emits 1); problems with an even index are correct at every budget."""
+    emits 3 tokens (prefill emits 1); problems with an even index are correct from budget 8, and only
+    p0 at budget 4 (the others are cut before their answer): accuracy 1/6, 1/2, 1/2."""
     steps, rows = [], []
     for index in range(problems):
         drafts, emitted = [0], [1]
@@ -57,7 +58,8 @@ def _replay(problems: int = 6, tokens: int = 10, prompt: int = 5) -> dict:
         steps.append({"problem_id": f"p{index}", "prompt_tokens": prompt, "output_tokens": tokens,
                       "draft_tokens": drafts, "emitted": emitted})
         for budget in (4, 8, 16):
-            rows.append({"problem_id": f"p{index}", "budget_tokens": budget, "strict_correct": index % 2 == 0,
+            rows.append({"problem_id": f"p{index}", "budget_tokens": budget,
+                         "strict_correct": index % 2 == 0 and (budget > 4 or index == 0),
                          "lenient_correct": True})
     return {"model": "1.5b", "trace_set": "hand.jsonl", "replay": "1.5b-hand", "proxy_of": None,
             "rows": pd.DataFrame(rows), "steps": steps}

@@ -148,8 +148,9 @@ def _smoke_trace_sets() -> list[str]:
 def test_the_embedded_default_replays_its_own_runs_and_optional_public_sets() -> None:
     """Never an error offline: every public entry of smoke.yaml is optional, and its own runs stay."""
     entries = _smoke_trace_sets()
-    assert entries[0] == "own" and len(entries) == 3
+    assert entries[0] == "own" and len(entries) == 5  # MATH500 and GSM8K sets of 1.5B and 7B
     assert all("=public?:" in entry for entry in entries[1:])
+    assert sorted(entry.split(".")[-1] for entry in entries[1:]) == ["gsm8k-first100"] * 2 + ["math500-first100"] * 2
 
 
 def test_offline_without_a_copy_the_public_sets_are_skipped_with_a_note(clean_env, monkeypatch, capsys) -> None:
@@ -162,7 +163,7 @@ def test_offline_without_a_copy_the_public_sets_are_skipped_with_a_note(clean_en
     config = StudyConfig.create(study="offline", trace_sets=_smoke_trace_sets(), dataset="builtin", trace_limit=5)
     assert run_replays(config).empty
     notes = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
-    assert len(notes) == 3, notes
+    assert len(notes) == len(_smoke_trace_sets()) == 5, notes
     assert "no complete greedy TP1 run in study 'offline'" in notes[0]
     assert all(note.startswith("!! real traces skipped:") and "set TTS_TRACES_DIR" in note for note in notes[1:])
 
