@@ -125,6 +125,9 @@ class EngineConfig:
             # attribute 'finalize_loading'") and compiles again at every start: without AOT the
             # ordinary compile cache serves it (tiny model: warm-up 7.1 s -> 3.8 s, start 31 -> 28 s).
             env.setdefault("VLLM_USE_AOT_COMPILE", "0")
+            given = env.get("VLLM_CPU_OMP_THREADS_BIND", "")
+            if given not in ("", "auto", "nobind") and len(given.split("|")) != self.tensor_parallel_size:
+                del env["VLLM_CPU_OMP_THREADS_BIND"]  # one core group per TP rank: a binding for another TP size
             if self.tensor_parallel_size > 1:
                 env.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_thread_binding(self.tensor_parallel_size))
         return env
