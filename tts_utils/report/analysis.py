@@ -251,17 +251,24 @@ def _has_accuracy(frame: pd.DataFrame) -> str | None:
     return None
 
 
+def accuracy_curves(frame: pd.DataFrame) -> pd.Series:
+    """Each row's accuracy curve: its model, or "model (trace set)" where the model's real traces come
+    in several sets. The accuracy claim judges each curve; 04's accuracy figure draws each."""
+    names = frame["model"].astype(str)
+    if "trace_set" in frame and frame["trace_set"].notna().any():
+        several = frame["model"].map(frame.groupby("model")["trace_set"].nunique()) > 1
+        names = names.where(~several, names + " (" + frame["trace_set"].astype(str) + ")")
+    return names
+
+
 def claim_accuracy_flattens(table: pd.DataFrame, rows: pd.DataFrame) -> Verdict:
     """Accuracy gains flatten with length: the last budget step gains less than the first
     (interval of last gain - first gain, problems resampled jointly across budgets, below 0)."""
     checks, notes, missing = [], [], False
     baseline = _select(table, "baseline", 1)
     # Real traces of one model on two datasets (MATH500, GSM8K) are two curves, each judged apart.
-    by_set = "trace_set" in baseline and baseline["trace_set"].notna().any()
-    sets = baseline.groupby("model")["trace_set"].nunique() if by_set else pd.Series(dtype=int)
-    for key, frame in baseline.groupby(["model", "trace_set"] if by_set else ["model"], dropna=False):
-        model, trace_set = key[0], (key[1] if by_set else "")
-        label = f"{model} ({trace_set})" if sets.get(model, 0) > 1 else model
+    for label, frame in baseline.groupby(accuracy_curves(baseline)):
+        model = frame["model"].iloc[0]
         frame = frame.drop_duplicates("budget_tokens", keep="last")
         reason = _has_accuracy(frame)
         if len(frame) < 3 or reason:
@@ -278,7 +285,7 @@ def claim_accuracy_flattens(table: pd.DataFrame, rows: pd.DataFrame) -> Verdict:
             missing = True
             continue
         check = Check(f"{label} last gain - first gain", change, 0.0, holds_below=True, model=model,
-                      series=trace_set if label != model else "")
+                      series=frame["trace_set"].iloc[0] if label != model else "")
         checks.append(check)
         path = " -> ".join(f"{a:.3f}@{b}" for a, b in zip(frame["accuracy_strict"], frame["budget_tokens"]))
         notes.append(f"{label}: strict accuracy {path}; {check.describe()}")

@@ -20,7 +20,7 @@ import seaborn as sns
 
 from tts_utils.banners import PLUMBING_MODELS
 from tts_utils.models import get_model
-from tts_utils.report.analysis import pareto_front
+from tts_utils.report.analysis import accuracy_curves, pareto_front
 
 sns.set_theme(style="whitegrid", context="notebook")
 INTERVAL_NOTE = "shaded: 95% bootstrap interval over problems"
@@ -68,12 +68,8 @@ def accuracy_vs_budget(table: pd.DataFrame, title: str, path: Path):
     """Strict and lenient accuracy of the baseline at TP=1, per model."""
     if table["accuracy_strict"].isna().all():
         return _no_accuracy(title, path)
-    frame = table[(table["method"] == "baseline") & (table["tensor_parallel_size"] == 1)].copy()
-    # One curve per model, or per model and trace set where a model's traces cover several datasets.
-    frame["curve"] = frame["model"]
-    if "trace_set" in frame and frame["trace_set"].notna().any():
-        several = frame["model"].map(frame.groupby("model")["trace_set"].nunique()) > 1
-        frame.loc[several, "curve"] = frame["model"] + " (" + frame["trace_set"].astype(str) + ")"
+    frame = table[(table["method"] == "baseline") & (table["tensor_parallel_size"] == 1)]
+    frame = frame.assign(curve=accuracy_curves(frame))
     curves = sorted(frame["curve"].unique(), key=lambda key: (get_model(key.split(" ")[0]).params_billion, key))
     figure, ax = plt.subplots(figsize=(7.5, 4.5))
     for curve, color in zip(curves, sns.color_palette(n_colors=max(1, len(curves)))):
