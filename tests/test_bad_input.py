@@ -399,6 +399,21 @@ def test_check_plans_every_run_and_refuses_what_a_later_notebook_would(settings,
     assert code == 2 and expected in captured.err and len(captured.err.strip().splitlines()) == 1, captured.err
 
 
+def test_placement_ray_without_ray_is_refused_before_00(monkeypatch, capsys) -> None:
+    """Seen on an H100 whose Python had vLLM but no Ray: the paper profile ran 00, then 01 stopped
+    in its first sweep cell (ModuleNotFoundError). Now ``check`` (and every sweep) refuses it."""
+    find_spec = preflight.importlib.util.find_spec
+    monkeypatch.setattr(preflight.importlib.util, "find_spec", lambda name: None if name == "ray" else find_spec(name))
+    assert pipeline.main(["check", "smoke", "--set", "dataset=builtin", "--set", "placement=ray"]) == 2
+    err = capsys.readouterr().err
+    assert "placement: ray needs the ray package" in err and "placement=sequential" in err and err.count("\n") == 1
+    config = StudyConfig.create(placement="ray", dataset="builtin")
+    assert "needs the ray package" in _one_line_error(lambda: sweep.run_sweep(config, "01_greedy"))
+    preflight.check_placement(StudyConfig.create(placement="ray", dry_run=True))  # a dry run starts nothing
+    monkeypatch.undo()
+    preflight.check_placement(config)  # Ray installed (the kit's dependency): accepted
+
+
 @pytest.mark.parametrize(("settings", "expected"), [
     (["tp_import=[no-such-study]"], "tp_import: 'no-such-study' is neither a study under"),
     (["tp_import=[empty]"], "tp_import: 'empty' has no complete greedy (baseline) run of 1.5b"),

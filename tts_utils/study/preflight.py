@@ -5,7 +5,8 @@
 model key, and, with ``deep``, every trace as 03_spec will check it: counts, context, duplicates,
 the model the file names), the tokenizer the traces are read with (a missing folder, or a hub id
 while the hub is unreachable and the id is not cached: said at once, naming ``trace_tokenizer``),
-and the dataset (a file is read; ``hub`` needs the hub). The profile itself is checked when read
+the dataset (a file is read; ``hub`` needs the hub), and ``placement: ray`` where Ray is not
+installed (01 would stop at its first sweep). The profile itself is checked when read
 (config.read_profile: an empty file is an error). ``plan_every_run`` plans every run of 01-03 and
 resolves what 03 and 04 would resolve late (proxies, ``tp_import``). Used by pipeline.py (check,
 reproduce, run) and sweep.py (every sweep, dry runs included).
@@ -13,6 +14,7 @@ reproduce, run) and sweep.py (every sweep, dry runs included).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -57,6 +59,13 @@ def check_dataset(dataset: str) -> None:
         return
     if dataset not in {"auto", "builtin"}:
         load_problems(dataset, 0, 0)
+
+
+def check_placement(config: StudyConfig) -> None:
+    """``placement: ray`` needs the ray package where runs start (a dry run starts none)."""
+    if config.placement == "ray" and not config.dry_run and importlib.util.find_spec("ray") is None:
+        raise ConfigError("placement: ray needs the ray package, which this Python lacks (it is in the kit's "
+                          "dependencies: make setup, or pip install ray==2.60.0); or --set placement=sequential")
 
 
 def check_late_inputs(config: StudyConfig) -> None:
@@ -104,6 +113,7 @@ def check_inputs(config: StudyConfig, deep: bool = True) -> list[str]:
     of the trace sets, missing model evidence). Raises ConfigError."""
 
     check_dataset(config.dataset)
+    check_placement(config)
     entries = [entry for entry in trace_entries(config, with_own=False) if not entry.path.startswith(PROXY)]
     for entry in entries:
         check_trace_path(entry.path)
