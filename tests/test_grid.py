@@ -135,7 +135,7 @@ def test_a_draft_with_another_vocabulary_size_gets_vllms_heterogeneous_vocabular
 @pytest.mark.engine
 def test_batched_pass_subset_latency_and_prediction_check_on_the_cpu_engine(math500_path) -> None:
     """01: the batched pass (6 problems at once) equals batch-1 tokens on the checked problems; the
-    greedy latency run's step-cost check is held to 0.1% (CPU chunk timing is bursty), misses, and
+    latency run takes the batched pass's engine (same configuration on a CPU); its step-cost check is held to 0.1% (CPU chunk timing is bursty), misses, and
     the run measures every problem in the same engine. 03: with a loose tolerance the n-gram run
     measures 4 problems and predicts the other 2 from the batched tokens, replayed."""
     from tts_utils.study.plan import plan_runs
@@ -150,6 +150,11 @@ def test_batched_pass_subset_latency_and_prediction_check_on_the_cpu_engine(math
     assert not status["prediction_check"]["passed"]
     assert status["latency_scope"].startswith("every problem measured: the step-cost prediction missed")
     assert len(read_records(latency.folder().requests_file)) == 6
+    # one engine for both: on a CPU the batched pass and the latency run have one engine configuration
+    kept = read_records(latency.folder().segments_file)[-1]
+    assert kept["engine_kept_from"] == batched.run_name and kept["engine_startup_s"] is None, kept
+    assert f"the engine of run {batched.run_name}" in latency.folder().engine_log.read_text()
+    assert read_records(batched.folder().segments_file)[-1]["engine_startup_s"] > 0
 
     loose = _grid(math500_path, prediction_tolerance=0.99)
     spec = plan_runs(loose, "03_spec")[0][0]

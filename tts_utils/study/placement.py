@@ -18,7 +18,8 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from tts_utils.errors import ConfigError
@@ -111,6 +112,20 @@ def run_placed(
     finally:
         if started_here:
             ray.shutdown()  # stops a local cluster; only disconnects from a remote one
+
+
+@contextmanager
+def cluster(ray_address: str = "", logical_gpus: int | None = None) -> Iterator[None]:
+    """One cluster for several ``run_placed`` calls (01's batched wave, then its latency wave): joined
+    or started once, stopped (a local one) at the end, instead of once per call."""
+    import ray
+
+    started_here = _connect(ray_address, logical_gpus)
+    try:
+        yield
+    finally:
+        if started_here:
+            ray.shutdown()
 
 
 def worker_environment() -> dict[str, str]:

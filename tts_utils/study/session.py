@@ -1,12 +1,16 @@
 """One engine session of a run, as a list of tasks (``TASKS``): the missing requests, the one-pass
 and batch-invariance checks, the no-draft probe, the prediction check and budget forcing. The engine
 starts only when one has work; the session is recorded in segments.jsonl. Used by sweep.execute (01-03).
+Inside ``engines_kept`` (a sequential sweep) an engine stays up for the next run whose engine
+configuration is the same (on a CPU, 01's batched pass and its latency runs): one start instead of two.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -295,27 +299,84 @@ def engine_session(plan: RunPlan, folder: RunFolder, budget_mode: str | None) ->
     return session.mode
 
 
+@dataclass
+class KeptEngine:
+    """The engine a sequential sweep keeps up after a run's session, and the run that started it."""
+
+    server: VLLMServer | None = None
+    started_by: str = ""
+
+
+_KEPT: ContextVar[KeptEngine | None] = ContextVar("kept_engine", default=None)
+
+
+@contextmanager
+def engines_kept() -> Iterator[None]:
+    """Within it, a run's engine is kept for the next run with the same engine configuration, and
+    stopped when a run needs another, when a session fails, and at the end. Used by sweep.run_sweep
+    (sequential placement; under Ray each run is its own task)."""
+    kept = KeptEngine()
+    token = _KEPT.set(kept)
+    try:
+        yield
+    finally:
+        _KEPT.reset(token)
+        if kept.server is not None:
+            kept.server.stop()
+
+
+def _take_engine(plan: RunPlan, log: Path) -> tuple[VLLMServer, str]:
+    """The kept engine if it serves ``plan.engine`` and is alive (with the run that started it),
+    else a new one, started (with ""). A kept engine of another configuration is stopped first:
+    never two engines at once."""
+    kept = _KEPT.get()
+    if kept is not None and kept.server is not None:
+        server, kept.server = kept.server, None
+        if server.config == plan.engine and server.process is not None and server.process.poll() is None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a", encoding="utf-8") as handle:
+                handle.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')}: the engine of run {kept.started_by} "
+                             f"(port {server.port}, its log: {server.log_path}) kept for this run ===\n")
+            return server, kept.started_by
+        server.stop()
+    server = VLLMServer(plan.engine, log, startup_timeout_s=plan.startup_timeout_s)
+    server.start()
+    return server, ""
+
+
 def _run_on_engine(session: Session) -> None:
-    """Start the engine, warm it up and run every task in turn; the session's line is written even
-    when a task fails or the run is interrupted."""
+    """Start the engine (or take the one kept for this configuration), warm it up and run every task
+    in turn; the session's line is written even when a task fails or the run is interrupted."""
     plan = session.plan
     session.record = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "provenance": provenance.collect()}
     started = time.monotonic()
-    server = VLLMServer(plan.engine, session.folder.engine_log, startup_timeout_s=plan.startup_timeout_s)
+    server: VLLMServer | None = None
     try:
-        # The client is entered first so that it closes last: on an interrupt the engine stops first,
-        # which ends any stream in flight, instead of the client waiting on that stream.
-        with make_client(server.headers) as client, server:
-            session.client, session.server = client, server
-            session.record["engine_startup_s"] = server.startup_s
-            session.record["engine_version"] = client.get(f"{server.base_url}/version").json().get("version")
-            _warm_up(client, server, plan)
-            for task in TASKS:
-                task.run(session)
+        server, shared_with = _take_engine(plan, session.folder.engine_log)
+        with make_client(server.headers) as client:
+            try:
+                session.client, session.server = client, server
+                session.record["engine_startup_s"] = None if shared_with else server.startup_s
+                if shared_with:
+                    session.record["engine_kept_from"] = shared_with
+                session.record["engine_version"] = client.get(f"{server.base_url}/version").json().get("version")
+                _warm_up(client, server, plan)
+                for task in TASKS:
+                    task.run(session)
+            except BaseException:
+                # The engine stops before the client closes: that ends any stream in flight, instead
+                # of the client waiting on it.
+                server.stop()
+                raise
+        kept = _KEPT.get()
+        if kept is not None:
+            kept.server, kept.started_by, server = server, shared_with or plan.run_name, None
     except BaseException as error:
         session.record["interrupted"] = f"{type(error).__name__}: {error}".splitlines()[0]
         raise
     finally:
+        if server is not None:
+            server.stop()
         _record_session(session, started)
 
 

@@ -28,11 +28,11 @@ from tts_utils.store import (
     study_lock,
 )
 from tts_utils.study.estimate import estimate_plans
-from tts_utils.study.placement import run_placed
+from tts_utils.study.placement import cluster, run_placed
 from tts_utils.study.plan import NOTEBOOK_METHODS, RunPlan, plan_runs
 from tts_utils.study.preflight import check_inputs
 from tts_utils.study.results import finalize, run_hardware
-from tts_utils.study.session import engine_session
+from tts_utils.study.session import engine_session, engines_kept
 
 
 def execute(plan: RunPlan) -> str:
@@ -145,7 +145,7 @@ def run_sweep(config: StudyConfig, notebook: str, only: str = "", derive_again: 
 
         # A latency run predicts from its model's batched pass, so the batched passes go first.
         waves = [wave for wave in ([p for p in plans if p.batched], [p for p in plans if not p.batched]) if wave]
-        with study_lock(config.study):
+        with study_lock(config.study), cluster(config.ray_address):  # one cluster for both waves
             outcomes = [row for wave in waves for row in
                         run_placed(wave, execute, ray_address=config.ray_address, on_failure=_record_failure,
                                    on_outcome=report)]
@@ -153,7 +153,7 @@ def run_sweep(config: StudyConfig, notebook: str, only: str = "", derive_again: 
         if failures:
             raise SweepError(f"{len(failures)} of {len(plans)} runs failed: " + "; ".join(failures))
         return pd.DataFrame(outcomes)
-    with study_lock(config.study):
+    with study_lock(config.study), engines_kept():
         for plan in plans:
             started = time.monotonic()
             try:
