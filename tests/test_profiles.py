@@ -117,6 +117,9 @@ def test_a_shipped_profile_runs_the_whole_chain_on_the_cpu(profile: str, outputs
         if trimmed.get("latency_problems") and "batched" not in name:
             assert set(results["latency_source"]) <= {"measured", "predicted"}
             assert summary["measured_fraction"].isin([0.5, 1.0]).all(), name
+    if trimmed.get("batch_concurrency") and values.get("placement", "sequential") == "sequential":
+        # one engine for 01's batched pass and latency run (one configuration on a CPU)
+        assert f"kept from {model}-baseline-batched-tp1-" in landing
     if "model_paths" in trimmed:  # random weights loaded as a checkpoint: labelled so everywhere
         assert "RANDOM WEIGHTS: tiny" in landing and "Real numbers here" not in landing
         table = pd.read_csv(outputs_dir / "figures" / study / "table.csv")

@@ -233,7 +233,9 @@ def files_section(study: str, base: Path, runs: list[RunInfo], results: StudyRes
         files = ", ".join(link(folder / name, base) for name in ("summary.csv", "results.csv", "run.json",
                                                                   "requests.jsonl", "engine.log")
                           if (folder / name).exists())
-        rows.append([esc(run.name), html_number(startup), esc(len(run.segments)), files])
+        kept = next((s["engine_kept_from"] for s in reversed(run.segments) if s.get("engine_kept_from")), None)
+        start = esc(f"kept from {kept}") if startup is None and kept else html_number(startup)
+        rows.append([esc(run.name), start, esc(len(run.segments)), files])
     text += html_table(["run (model-method-TP-hash)", "engine start (s)", "engine sessions", "files"], rows, {1, 2})
     if results.excluded:
         text += "<p><strong>Left out</strong> (not complete, or files that fail their checks):</p><ul>"
