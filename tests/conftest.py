@@ -109,10 +109,31 @@ def ngram_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory
                        extra_args=("--worker-extension-cls", EXTENSION), env=(("VLLM_SERVER_DEV_MODE", "1"),))
 
 
+# Each of these tests is an xdist scope of its own (one chain per profile, one render per study), so
+# that the long tests of one module run on both cores; every other test is scheduled with its module.
+SPREAD = ("tests/test_profiles.py::test_a_shipped_profile_runs_the_whole_chain_on_the_cpu[",
+          "tests/test_reference.py::test_a_committed_study_equals_its_render_with_todays_kit[")
+
+
+def _scope(nodeid: str) -> str:
+    return nodeid if nodeid.startswith(SPREAD) else nodeid.split("::")[0]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``--dist loadgroup`` (make test): each module is one group, as under ``--dist loadfile``, so its
-    module fixtures start once; a test marked ``spread`` is a group of its own (each profile of the
-    chain matrix), so long chains of one module run on both cores."""
-    for item in items:
-        group = item.nodeid if item.get_closest_marker("spread") else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+    """The ``SPREAD`` tests, the longest scopes (whole chains), are handed out first, so that no long
+    scope is left for the end while the other worker idles (stable: files keep their order)."""
+    items.sort(key=lambda item: not item.nodeid.startswith(SPREAD))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``make test`` (``-n 2``): each module is one scope, so its module and session fixtures (the shared
+    engines) start once, and each ``SPREAD`` test is its own. Not ``--dist loadgroup``: under pytest 9.2
+    xdist 3.8 cannot rename a test to its group (``item._nodeid``), so every test was scheduled alone
+    and each worker started the session engines of test_engine.py and test_replay_engine.py."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScopes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    return ModuleScopes(config, log)

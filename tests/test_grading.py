@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 
 import pytest
 
-from tts_utils.grading import GradeItem, Grader, final_answer_part
+from tts_utils.grading import GradeItem, Grader, final_answer_part, grade_in_process
 
 COMPLETE = "Let me add: 3 + 4 = 7.\n</think>\nThe answer is $\\boxed{7}$."
 # Cut off by the budget: the gold value appears mid-reasoning, but the reasoning never ended.
@@ -100,3 +101,34 @@ def test_a_script_without_a_main_guard_is_refused_loudly_not_graded_wrong(tmp_pa
     assert "GraderStartError" in unguarded.stderr and '`if __name__ == "__main__":`' in unguarded.stderr
     guarded = subprocess.run([sys.executable, "guarded.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert guarded.returncode == 0 and "status: ok" in guarded.stdout, guarded.stderr[-2000:]
+
+
+def test_a_grader_starved_of_cpu_grades_as_a_quiet_one(traces_dir, monkeypatch) -> None:
+    """Seen in CI: beside two CPU engines, a correct 7B answer (MATH500 item 0, gold (3, pi/2)) was graded
+    wrong: math-verify's limits are wall-clock alarms (2 s), and the grader waited for a core. Here each
+    extraction first waits 2.5 s without using the CPU, as a starved process does: no limit may fire."""
+    import math_verify.parser
+
+    record = json.loads((traces_dir / "r1-distill-qwen-7b.math500-first100.t0.6.jsonl").open().readline())
+    extract = math_verify.parser.extract_target_from_pred
+
+    def starved(*args, **kwargs):
+        time.sleep(2.5)
+        return extract(*args, **kwargs)
+
+    monkeypatch.setattr(math_verify.parser, "extract_target_from_pred", starved)
+    grade = grade_in_process(GradeItem(record["output"], record["answer"], "</think>"))
+    assert grade["status"] == "ok" and grade["strict_correct"] and grade["lenient_correct"], grade
+
+
+def test_a_parse_that_spins_is_still_cut_at_its_cpu_seconds() -> None:
+    from tts_utils.grading import CpuTimeout, cpu_limit
+
+    with cpu_limit(0.5):
+        time.sleep(0.8)  # waiting uses no CPU time: nothing fires
+    started = time.perf_counter()
+    with pytest.raises(CpuTimeout), cpu_limit(0.3):
+        while True:
+            pass
+    assert time.perf_counter() - started < 5.0
+

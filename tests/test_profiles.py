@@ -78,7 +78,6 @@ def test_the_matrix_holds_every_shipped_profile() -> None:
     assert set(PROFILES) | COVERED_ELSEWHERE == shipped and {"paper", "gpu-first-run"} <= set(PROFILES)
 
 
-@pytest.mark.spread
 @pytest.mark.parametrize("profile", sorted(p.stem for p in PARAMS_DIR.glob("*.yaml") if p.stem not in COVERED_ELSEWHERE))
 def test_a_shipped_profile_runs_the_whole_chain_on_the_cpu(profile: str, outputs_dir: Path, random_tiny: Path,
                                                          math500_path: Path, shared_trace_env: dict[str, str]) -> None:

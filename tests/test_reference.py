@@ -66,7 +66,6 @@ def test_every_committed_study_has_a_render_command() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.spread
 @pytest.mark.parametrize("study", sorted(RENDERS))
 def test_a_committed_study_equals_its_render_with_todays_kit(study: str, tmp_path: Path, math500_path: Path,
                                                             shared_trace_env: dict[str, str]) -> None:

@@ -7,22 +7,28 @@
 
 Every item is graded in a worker process with a hard per-item timeout: an output that hangs or
 crashes the parser is marked ``timeout``/``crash`` and the worker is replaced, so no output can
-stop a sweep. Used by sweep.py (01-03) when a run is finalised.
+stop a sweep. Inside it, each parse and comparison is limited in CPU time, not wall time: a grader
+starved of CPU by engines beside it grades as a quiet one does (math-verify's own limits are wall-clock
+alarms, and one fired on a loaded 2-core machine: a correct 7B answer graded wrong, 0.90 for 0.91).
+Used by sweep.py (01-03) when a run is finalised, and by replay.py.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from types import TracebackType
 
 from tts_utils.errors import GraderStartError
 
-# math-verify's own (signal-based) timeouts inside the worker, per parse/verify call.
-INNER_TIMEOUT_S = 2
+# CPU seconds for each parse or comparison inside the worker (its process CPU time, SIGPROF).
+INNER_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -61,21 +67,65 @@ def _shown(parsed: list) -> str | None:
     return str(parsed[-1])[:200] if parsed else None
 
 
+class CpuTimeout(BaseException):
+    """A parse or comparison used up its CPU seconds (BaseException, as math-verify's own timeout,
+    so that no ``except Exception`` inside the parser swallows it)."""
+
+
+@contextmanager
+def cpu_limit(seconds: float) -> Iterator[None]:
+    """Raise ``CpuTimeout`` once this process has used ``seconds`` of CPU time inside the block
+    (user and system, ``ITIMER_PROF``): waiting for a core does not count, spinning does."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise CpuTimeout
+
+    previous = signal.signal(signal.SIGPROF, expired)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
+
+
+def _parse(text: str) -> list:
+    """math-verify's parse without its wall-clock alarm, within ``INNER_TIMEOUT_S`` CPU seconds ([] after)."""
+    from math_verify import parse
+
+    try:
+        with cpu_limit(INNER_TIMEOUT_S):
+            return parse(text, parsing_timeout=None)
+    except CpuTimeout:
+        return []
+
+
+def _verify(gold: list, prediction: list) -> bool:
+    """math-verify's verify without its wall-clock alarm, within ``INNER_TIMEOUT_S`` CPU seconds (False after)."""
+    from math_verify import verify
+
+    if not (gold and prediction):
+        return False
+    try:
+        with cpu_limit(INNER_TIMEOUT_S):
+            return bool(verify(gold, prediction, timeout_seconds=None))
+    except CpuTimeout:
+        return False
+
+
 def grade_in_process(item: GradeItem, gold_cache: dict | None = None) -> dict:
     """Grade one item in this process (the worker calls this). Returns ``Grade`` fields."""
-    from math_verify import parse, verify
-
     started = time.perf_counter()
     text = item.text if isinstance(item.text, str) else str(item.text)
     cache = gold_cache if gold_cache is not None else {}
-    if item.gold not in cache:
-        cache[item.gold] = parse(f"${item.gold}$", parsing_timeout=INNER_TIMEOUT_S)
-    gold = cache[item.gold]
-    lenient_pred = parse(text, parsing_timeout=INNER_TIMEOUT_S)
-    lenient = bool(lenient_pred) and verify(gold, lenient_pred, timeout_seconds=INNER_TIMEOUT_S)
+    gold = cache.get(item.gold) or _parse(f"${item.gold}$")
+    if gold:  # an empty parse is not kept: it is tried again with the next item
+        cache[item.gold] = gold
+    lenient_pred = _parse(text)
+    lenient = _verify(gold, lenient_pred)
     answer_part = final_answer_part(text, item.reasoning_end)
-    strict_pred = parse(answer_part, parsing_timeout=INNER_TIMEOUT_S) if answer_part else []
-    strict = bool(strict_pred) and verify(gold, strict_pred, timeout_seconds=INNER_TIMEOUT_S)
+    strict_pred = _parse(answer_part) if answer_part else []
+    strict = _verify(gold, strict_pred)
     return {
         "strict_correct": bool(strict), "lenient_correct": bool(lenient),
         "reasoning_finished": answer_part is not None, "strict_answer": _shown(strict_pred),
@@ -88,7 +138,8 @@ READY = "ready"
 
 
 def _worker(conn: Connection) -> None:
-    # math-verify logs the whole offending text on a timeout; a 1 MB output would flood the notebook.
+    # math-verify warns once that its own timeouts are off (the kit's are CPU-time limits), and logs
+    # whole offending texts on errors: a 1 MB output would flood the notebook.
     logging.getLogger("math_verify").setLevel(logging.CRITICAL)
     gold_cache: dict = {}
     conn.send(READY)
