@@ -146,6 +146,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     and each worker started the session engines of test_engine.py and test_replay_engine.py."""
     from xdist.scheduler import LoadScopeScheduling
 
+    config.option.loadscopereorder = False  # xdist would hand out the scopes with most tests first
     class ModuleScopes(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return _scope(nodeid)
