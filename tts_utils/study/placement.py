@@ -77,8 +77,7 @@ def run_placed(
 
     if not plans:
         return []
-    started_here = _connect(ray_address, logical_gpus)
-    try:
+    with cluster(ray_address, logical_gpus):  # within a sweep's own cluster: joins it, stops nothing
         gpus_per_node = _gpus_per_node()
         _check_fits(plans, gpus_per_node)
         if ray_address:
@@ -109,9 +108,6 @@ def run_placed(
                     on_failure(plans[refs[ref]], interrupt)
             raise
         return [rows[index] for index in range(len(plans))]
-    finally:
-        if started_here:
-            ray.shutdown()  # stops a local cluster; only disconnects from a remote one
 
 
 @contextmanager
@@ -125,7 +121,7 @@ def cluster(ray_address: str = "", logical_gpus: int | None = None) -> Iterator[
         yield
     finally:
         if started_here:
-            ray.shutdown()
+            ray.shutdown()  # stops a local cluster; only disconnects from a remote one
 
 
 def worker_environment() -> dict[str, str]:
