@@ -21,7 +21,7 @@ from tts_utils.config import StudyConfig
 from tts_utils.engine.server import free_port, process_group_alive
 from tts_utils.errors import ConfigError, SweepError
 from tts_utils.store import read_records
-from tts_utils.study.placement import ATTEMPTS_FILE, run_placed
+from tts_utils.study.placement import AGENT_WAIT_MS, ATTEMPTS_FILE, run_placed
 from tts_utils.study.plan import plan_runs
 from tts_utils.study.sweep import _record_failure, execute, run_sweep
 
@@ -68,8 +68,10 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
                f"--object-store-memory={256 * 2**20}"]
     # Token authentication off for this throw-away cluster: a driver needs the token otherwise.
     # A loaded 2-core machine (the chain matrix beside it) registers the node slowly: Ray's default
-    # wait then gives up ("GCS cannot find the node").
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_raylet_start_wait_time_s": "120"}
+    # wait then gives up ("GCS cannot find the node"), and the raylet stops itself when its agents take
+    # more than 30 s to write their ports (seen: "Timed out waiting for file .../metrics_agent_port").
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_raylet_start_wait_time_s": "120",
+           "RAY_agent_register_timeout_ms": str(AGENT_WAIT_MS)}
     with open(log, "wb") as out:
         head = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:

@@ -29,6 +29,8 @@ from tts_utils.errors import EngineStartError
 from tts_utils.hardware import detect
 
 PORT_RETRIES = 2
+# A user's own compilation flags (extra_engine_args) replace the CPU engine's --enforce-eager.
+COMPILE_FLAGS = ("--enforce-eager", "--compilation-config", "-cc", "-O")
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,9 @@ class EngineConfig:
             argv += ["--compilation-config", json.dumps({"cudagraph_mode": self.cudagraph_mode})]
         if self.trust_remote_code:
             argv.append("--trust-remote-code")
+        if detect().accelerator == "cpu" and not any(arg.startswith(COMPILE_FLAGS) for arg in self.extra_args):
+            # The CPU engine's numbers are plumbing: torch.compile's warm-up (3-4 s a start) buys nothing.
+            argv.append("--enforce-eager")
         return argv + list(self.extra_args)
 
     def environment(self) -> dict[str, str]:
@@ -130,7 +135,45 @@ class EngineConfig:
                 del env["VLLM_CPU_OMP_THREADS_BIND"]  # one core group per TP rank: a binding for another TP size
             if self.tensor_parallel_size > 1:
                 env.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_thread_binding(self.tensor_parallel_size))
+            elif "VLLM_ENABLE_V1_MULTIPROCESSING" not in env:
+                env.update(single_process_model(env.get("VLLM_CPU_OMP_THREADS_BIND", "auto")))
         return env
+
+
+def single_process_model(binding: str) -> dict[str, str]:
+    """Environment that runs a TP-1 CPU engine's model in the EngineCore process, bound as vLLM binds its worker.
+
+    vLLM's CPU platform otherwise spawns one more process for the model, which imports vLLM again
+    (start 47-53 -> 34-38 s on a loaded 2-core machine) and leaves EngineCore spinning on the
+    worker's replies (two busy cores per generating engine instead of one). vLLM sizes and binds
+    OpenMP only in the processes it spawns, so the kit does it here as vLLM does for its worker:
+    one thread per core of ``binding`` (VLLM_CPU_OMP_THREADS_BIND), or under ``auto`` per usable
+    core but one, which vLLM also leaves to the serving side. Left at two unbound threads on 2 cores,
+    a generating engine beside another made each request 10-30x slower.
+    """
+    env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    if binding == "nobind":
+        return env
+    cores = sorted(os.sched_getaffinity(0))
+    if binding not in ("", "auto"):
+        try:
+            cores = parse_core_list(binding)
+        except ValueError:
+            raise EngineStartError(f"VLLM_CPU_OMP_THREADS_BIND={binding!r} is not a list of cores such as 0-3 "
+                                   f"or 0,2 (or auto, or nobind)") from None
+    elif len(cores) > 1:
+        cores = cores[:-1]
+    listed = ",".join(map(str, cores))
+    return {**env, "OMP_NUM_THREADS": str(len(cores)), "OMP_PLACES": f"{{{listed}}}", "OMP_PROC_BIND": "true"}
+
+
+def parse_core_list(text: str) -> list[int]:
+    """Core ids of a list such as ``5,2-4`` (VLLM_CPU_OMP_THREADS_BIND's format for one rank)."""
+    cores: list[int] = []
+    for part in text.split(","):
+        low, _, high = part.strip().partition("-")
+        cores += range(int(low), int(high or low) + 1)
+    return cores
 
 
 def check_memory(config: EngineConfig, model_config: dict, params_billion: float) -> None:
@@ -287,11 +330,15 @@ class VLLMServer:
         started = time.monotonic()
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== engine start {time.strftime('%Y-%m-%dT%H:%M:%S')} port {self.port} ===\n".encode())
+            env = self.config.environment()
+            if "OMP_PLACES" in env:  # vLLM logs its binding only for the processes it spawns
+                log.write(f"kit: the model runs in EngineCore's process, its OpenMP threads on cores {env['OMP_PLACES']} "
+                          f"(VLLM_CPU_OMP_THREADS_BIND={env.get('VLLM_CPU_OMP_THREADS_BIND', 'auto')!r})\n".encode())
             log.flush()
             self.process = subprocess.Popen(
                 self.config.command(self.port, self.api_key),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.config.environment(), start_new_session=True, preexec_fn=_die_with_parent,
+                env=env, start_new_session=True, preexec_fn=_die_with_parent,
             )
         try:
             self._wait_healthy(started)

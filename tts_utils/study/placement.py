@@ -36,6 +36,9 @@ LOCAL_OBJECT_STORE_BYTES = 256 * 2**20  # plans and outcome rows are small; resu
 # Ray gives a local raylet a fixed 30 s to register (ray/_private/node.py); on a loaded 2-core
 # machine it can miss that, so the kit starts the local cluster again, after stopping what was left.
 LOCAL_START_ATTEMPTS = 3
+# The raylet also stops itself when its agents take more than 30 s to write their ports (a loaded
+# 2-core machine, seen in the suite: "Timed out waiting for file .../metrics_agent_port").
+AGENT_WAIT_MS = 120_000
 RAY_START_TIMEOUT = "timed out during startup"
 ATTEMPTS_FILE = "placement.jsonl"
 # What the workers need of the driver's environment (a remote node has none of it).
@@ -160,6 +163,7 @@ def _start_local(init_args: dict[str, Any]) -> None:
     import psutil
     import ray
 
+    os.environ.setdefault("RAY_agent_register_timeout_ms", str(AGENT_WAIT_MS))  # read by the raylet it starts
     me = psutil.Process()
     for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
         before = {child.pid for child in me.children(recursive=True)}
