@@ -32,9 +32,7 @@ else
 	@index=$$($(PYTHON) -c "import urllib.request as u; u.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=5)" 2>/dev/null \
 	    && echo "--extra-index-url $(TORCH_CPU_INDEX)"); \
 	  echo "installing the kit with the $(ENGINE) engine $$index"; \
-	  $(PY) -m pip install -q $$index -e ".[$(ENGINE),dev]"
-	@# The CPU build pulls CUDA torchvision/torchaudio/torchcodec, which break model imports beside CPU torch.
-	@if [ "$(ENGINE)" = cpu ]; then $(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec; fi
+	  $(PY) -m tts_utils.engine.install --venv $(VENV) --engine $(ENGINE) --index-args "$$index"
 endif
 	@$(PY) -m tts_utils vllm_compat
 	touch $@
