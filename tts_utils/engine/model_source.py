@@ -13,6 +13,7 @@ Used by sweep.py (01-03) and 00_setup.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -128,20 +129,40 @@ def check_tokenizer_reachable(path: str, hint: str = "") -> None:
 def load_tokenizer(source: ModelSource, hint: str = ""):
     """The model's tokenizer, for prompt lengths before launch and text at each budget.
 
-    ``hint`` (what the user can give instead) ends the error when the tokenizer cannot be had.
+    ``hint`` (what the user can give instead) ends the error when the tokenizer cannot be had. One
+    object per tokenizer (and version of its files) in a process, shared: callers must not change it.
+    A notebook loads the same tokenizer in planning, each run's results and each trace set's replay
+    (R1's: 1.6 s a load, four loads per 03_spec of two trace sets). Its ``model_max_length`` is lifted:
+    the kit never truncates, and checks lengths against the model's context itself.
     """
-    from transformers import AutoTokenizer
-
     check_tokenizer_reachable(source.tokenizer_path, hint)
     try:
-        # transformers 5 takes a local folder whose config.json names no transformers_version (the
-        # shipped shapes, hence random_weights folders) for an old Mistral tokenizer and warns; its
-        # "fix" is Mistral's regex, wrong for Qwen's BPE (benchmarks/tokenizer_regex_check.py).
-        return AutoTokenizer.from_pretrained(source.tokenizer_path, fix_mistral_regex=False)
+        return _tokenizer(source.tokenizer_path, _files_stamp(source.tokenizer_path))
     except (OSError, ValueError) as error:
         suffix = f"; {hint}" if hint else ""
         raise ConfigError(f"cannot load the tokenizer of {source.tokenizer_path}: "
                           f"{str(error).splitlines()[0]}{suffix}") from None
+
+
+def _files_stamp(path: str) -> tuple:
+    """A local tokenizer folder's files with their sizes and times (a changed file loads afresh)."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        return ()
+    return tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(folder.iterdir())
+                 if f.is_file() and (f.name.startswith("tokenizer") or f.name in ("vocab.json", "merges.txt")))
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(path: str, stamp: tuple):
+    from transformers import AutoTokenizer
+
+    # transformers 5 takes a local folder whose config.json names no transformers_version (the
+    # shipped shapes, hence random_weights folders) for an old Mistral tokenizer and warns; its
+    # "fix" is Mistral's regex, wrong for Qwen's BPE (benchmarks/tokenizer_regex_check.py).
+    tokenizer = AutoTokenizer.from_pretrained(path, fix_mistral_regex=False)
+    tokenizer.model_max_length = 10**9
+    return tokenizer
 
 
 def load_model_config(source: ModelSource) -> dict:

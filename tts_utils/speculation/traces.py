@@ -198,7 +198,6 @@ class _Reader:
         self.tokenizer_path = source.tokenizer_path
         self.tokenizer = load_tokenizer(source, hint="give the traces' tokenizer folder with --tokenizer "
                                                      "(replay CLI) or trace_tokenizer (studies)")
-        self.tokenizer.model_max_length = 10**9  # long traces are checked against the model's context below
         self.vocab_size = len(self.tokenizer)
         self.eos_id = self.tokenizer.eos_token_id
         self.context = source.max_context or shape_context(model)
