@@ -59,3 +59,33 @@ def test_removal_uninstalls_only_what_is_there(tmp_path: Path) -> None:
     assert not info.exists() and ALWAYS_REMOVED == ("rfc3987-syntax",)
     # nothing of the list left: no uninstaller runs (this one would fail the call)
     _remove(python, "cpu", [sys.executable, "-c", "import sys; sys.exit('nothing should be uninstalled')"])
+
+
+def test_pip_installs_when_uv_cannot_be_had_and_uv_otherwise(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The installers' order, with the commands recorded instead of run: uv first; pip (with the same
+    index flags) when uv cannot be installed or fails, and the reason in one line."""
+    from types import SimpleNamespace
+
+    from tts_utils.engine import install
+
+    calls: list[list[str]] = []
+
+    def fake(uv_installs: bool, uv_resolves: bool):
+        def run(argv, env=None):
+            calls.append(argv)
+            failed = (argv[-1] == install.UV and not uv_installs) or (argv[1:3] == ["pip", "install"] and not uv_resolves)
+            return SimpleNamespace(returncode=1 if failed else 0, stdout="", stderr="no such thing\n" if failed else "")
+        return run
+
+    monkeypatch.setattr(install.subprocess, "run", lambda argv, check=False: calls.append(argv) or SimpleNamespace(returncode=0))
+    monkeypatch.setattr(install, "_remove", lambda *args: None)
+    for uv_installs, uv_resolves, installer in ((True, True, "uv"), (False, True, "pip"), (True, False, "pip")):
+        calls.clear()
+        monkeypatch.setattr(install, "_run", fake(uv_installs, uv_resolves))
+        assert install.install(tmp_path, "/repo[cpu,dev]", ["--extra-index-url", "https://x/cpu"], "cpu") == 0
+        last = calls[-1]
+        assert last[-2:] == ["-e", "/repo[cpu,dev]"] and "https://x/cpu" in last
+        assert (last[1:3] == ["pip", "install"]) == (installer == "uv"), last  # uv pip install / python -m pip install
+        said = capsys.readouterr().err
+        assert (said == "") == (installer == "uv") and len(said.strip().splitlines()) <= 1
+        assert "no such thing" in said or installer == "uv"
