@@ -56,7 +56,7 @@ spec: setup  ## 03_spec: n-gram speculative decoding
 analysis: setup  ## 04_analysis: figures and the claims check
 	$(PIPELINE) run 04_analysis --profile $(PROFILE) $(SET)
 
-test: setup  ## the whole test suite on both cores, real CPU engine included (24-32 min on 2 cores)
+test: setup  ## the whole test suite on both cores, real CPU engine included (about 20 min on 2 cores)
 	$(PY) -m pytest -q -ra -n 2 --durations=15
 
 test-fast: setup  ## unit tests only, no engine
