@@ -117,7 +117,8 @@ def _pip(venv_python: str, *args: str) -> subprocess.CompletedProcess:
                           text=True, capture_output=True, check=False)
 
 
-def _tail(result: subprocess.CompletedProcess) -> str:
+def last_line(result: subprocess.CompletedProcess) -> str:
+    """An installer's last non-empty output line (its error), for one-line messages; also used by install.py."""
     lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
     return lines[-1] if lines else f"exit {result.returncode}"
 
@@ -149,7 +150,7 @@ def setup(venv: Path, extras: tuple[str, ...] = ("dev",), allow_untested: bool |
     isolation = ["--no-build-isolation"] if setuptools >= (68,) else []
     result = _pip(str(venv_python), *isolation, "--no-deps", "-e", str(REPO_ROOT))
     if result.returncode != 0:
-        raise SetupError(f"installing the kit failed: {_tail(result)}")
+        raise SetupError(f"installing the kit failed: {last_line(result)}")
     requires = subprocess.run([str(venv_python), "-c", "import importlib.metadata as m, json; "
                                f"print(json.dumps(m.requires({KIT_DISTRIBUTION!r}) or []))"],
                               capture_output=True, text=True, check=True)
@@ -161,7 +162,7 @@ def setup(venv: Path, extras: tuple[str, ...] = ("dev",), allow_untested: bool |
             result = _pip(str(venv_python), "-c", str(constraint_file), *loose)
             if result.returncode != 0:
                 raise SetupError(f"installing the kit's missing packages {' '.join(missing)} without changing "
-                                 f"what is installed failed: {_tail(result)}")
+                                 f"what is installed failed: {last_line(result)}")
     after = inventory(str(venv_python))
     for name in ENGINE_PACKAGES:
         if after["engine"].get(name) != engine_before.get(name):

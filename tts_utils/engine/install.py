@@ -13,7 +13,7 @@ jupyter-events' format extra pulls into jsonschema: it builds an Earley grammar 
 process that imports jsonschema or Ray (each engine's API server and EngineCore, papermill). Nothing
 in the kit validates IRI formats. Tiny model, 2 cores: engine start 28.8-31.9 s with it, 20.7-24.3 without.
 
-Standard library only: it runs before any of the kit's dependencies exist.
+Standard library and the kit's stdlib-only modules: it runs before any of the kit's dependencies exist.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tts_utils.engine.existing_env import last_line
+from tts_utils.paths import REPO_ROOT
+
 UV = "uv==0.13.10"
 CPU_ONLY_REMOVED = ("torchvision", "torchaudio", "torchcodec")
 ALWAYS_REMOVED = ("rfc3987-syntax",)
@@ -69,11 +71,6 @@ def _run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Compl
     return subprocess.run(argv, text=True, capture_output=True, check=False, env={**os.environ, **(env or {})})
 
 
-def _last_line(result: subprocess.CompletedProcess) -> str:
-    lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
-    return lines[-1] if lines else f"exit {result.returncode}"
-
-
 def install(venv: Path, target: str, index_args: list[str], engine: str) -> int:
     """Install ``target`` (``-e REPO[cpu,dev]``) into ``venv``; the exit status of the installer that ran."""
     python = str(venv / "bin" / "python")
@@ -87,9 +84,9 @@ def install(venv: Path, target: str, index_args: list[str], engine: str) -> int:
         if done.returncode == 0:
             _remove(python, engine, [str(uv), "pip", "uninstall", "-q", "--python", python])
             return 0
-        print(f"uv could not install the kit ({_last_line(done)}); installing with pip", file=sys.stderr)
+        print(f"uv could not install the kit ({last_line(done)}); installing with pip", file=sys.stderr)
     else:
-        print(f"uv could not be installed ({_last_line(got_uv)}); installing with pip", file=sys.stderr)
+        print(f"uv could not be installed ({last_line(got_uv)}); installing with pip", file=sys.stderr)
     done = subprocess.run([python, "-m", "pip", "install", "-q", *index_args, "-e", target], check=False)
     if done.returncode == 0:
         _remove(python, engine, [python, "-m", "pip", "uninstall", "-q", "-y"])
